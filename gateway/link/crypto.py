@@ -1,0 +1,49 @@
+"""Per-node keys, AES-128-CTR and the truncated HMAC-SHA256 tag of link protocol v1."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+KEY_SIZE = 32
+TAG_SIZE = 8
+UP = 0
+DOWN = 1
+
+
+class LinkKeys:
+    """The two sub-keys derived from a node's 32-byte key (docs/protocol.md section 2)."""
+
+    __slots__ = ("enc_key", "mac_key")
+
+    def __init__(self, key: bytes):
+        if len(key) != KEY_SIZE:
+            raise ValueError("a node key is %d bytes, got %d" % (KEY_SIZE, len(key)))
+        self.enc_key = hmac.digest(key, b"linli v1 enc", "sha256")[:16]
+        self.mac_key = hmac.digest(key, b"linli v1 mac", "sha256")
+
+    def tag(self, data: bytes) -> bytes:
+        return hmac.digest(self.mac_key, data, "sha256")[:TAG_SIZE]
+
+    def crypt(self, node_id: bytes, direction: int, counter: int, data: bytes) -> bytes:
+        """Encrypt or decrypt (CTR is symmetric) one payload."""
+        if not data:
+            return b""
+        block0 = node_prefix(node_id) + bytes((direction,)) + counter.to_bytes(4, "big") + bytes(4)
+        ctx = Cipher(algorithms.AES(self.enc_key), modes.CTR(block0)).encryptor()
+        return ctx.update(data) + ctx.finalize()
+
+
+_prefix_cache: dict[bytes, bytes] = {}
+
+
+def node_prefix(node_id: bytes) -> bytes:
+    """SHA-256(node id)[0:7]: the node part of every CTR nonce (cached: it never changes)."""
+    p = _prefix_cache.get(node_id)
+    if p is None:
+        if len(_prefix_cache) > 4096:
+            _prefix_cache.clear()
+        p = _prefix_cache[node_id] = hashlib.sha256(node_id).digest()[:7]
+    return p
