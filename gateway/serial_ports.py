@@ -65,7 +65,10 @@ class SerialPort:
                     chunk = ser.read(max(1, ser.in_waiting or 1))
                     if chunk:
                         self.counts["bytes_in"] += len(chunk)
-                        self._loop.call_soon_threadsafe(self.on_bytes, self.name, chunk, self.write)
+                        try:
+                            self._loop.call_soon_threadsafe(self.on_bytes, self.name, chunk, self.write)
+                        except RuntimeError:  # the loop is gone: the gateway is shutting down
+                            self._stop.set()
             except (serial.SerialException, OSError, TypeError) as exc:
                 # pyserial raises TypeError/OSError on some platforms when the device vanishes.
                 self._fail("%s went away: %s" % (self.name, exc))
