@@ -87,7 +87,8 @@ def unwire(body: bytes) -> tuple[Reason, bytes]:
         data = cobs_decode(body)
     except ValueError:
         return Reason.BAD_CRC, body
-    if len(data) < 3 or crc16(data[:-2]) != int.from_bytes(data[-2:], "big"):
+    # Exactly two bytes with a good CRC is an empty frame: the frame checks call it bad_length.
+    if len(data) < 2 or crc16(data[:-2]) != int.from_bytes(data[-2:], "big"):
         return Reason.BAD_CRC, body
     return Reason.OK, data[:-2]
 

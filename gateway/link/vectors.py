@@ -174,6 +174,8 @@ def reject_vectors() -> Iterator[dict]:
     yield _reject("wire-cut", gw[: len(gw) // 2] + b"\x00", Reason.BAD_CRC, wire_level=True)
     yield _reject("wire-cobs-overrun", b"\x00\x30\x01\x02\x03\x00", Reason.BAD_CRC, wire_level=True)
     yield _reject("wire-crc-ok-tag-bad", wire(bytes(flip_payload)), Reason.BAD_TAG, wire_level=True)
+    yield _reject("wire-empty-frame-good-crc", b"\x00\x03\xff\xff\x00", Reason.BAD_LENGTH, wire_level=True)
+    yield _reject("wire-one-byte-body", b"\x00\x02\x41\x00", Reason.BAD_CRC, wire_level=True)
 
 
 def stream_vectors() -> Iterator[dict]:
