@@ -19,7 +19,10 @@ from linli import __version__
 
 # name -> "module:register function"; keep sorted.
 COMMANDS: dict[str, str] = {
+    "detect": "linli.detect_cli:register",
+    "run": "linli.service:register",
     "vectors": "linli.link.vectors:register",
+    "verify": "linli.verify:register",
 }
 
 

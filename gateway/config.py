@@ -159,6 +159,13 @@ class CommandSection:
 
 
 @dataclass(frozen=True)
+class PetSection:
+    """The pet registry: ``tag_key`` (hex, 32 bytes) verifies tag signatures (docs/protocol.md 7)."""
+
+    tag_key: Optional[bytes] = None
+
+
+@dataclass(frozen=True)
 class Config:
     gateway: GatewaySection
     site_secret: str
@@ -170,6 +177,7 @@ class Config:
     availability: AvailabilitySection = field(default_factory=AvailabilitySection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
     commands: CommandSection = field(default_factory=CommandSection)
+    pets: PetSection = field(default_factory=PetSection)
     file: str = "<defaults>"
 
     def rules_for(self, node_id: str) -> RuleSection:
@@ -250,6 +258,7 @@ class Config:
             availability=_section(_Reader(file, "availability", top.take("availability", dict, {})), AvailabilitySection()),
             outbox=_section(_Reader(file, "outbox", top.take("outbox", dict, {})), OutboxSection()),
             commands=_section(_Reader(file, "commands", top.take("commands", dict, {})), CommandSection()),
+            pets=_pets(_Reader(file, "pets", top.take("pets", dict, {}))),
             file=file,
         )
         top.done()
@@ -267,6 +276,20 @@ def _section(r: _Reader, defaults):
             values[f.name] = float(values[f.name])
     r.done()
     return replace(defaults, **values)
+
+
+def _pets(r: _Reader) -> PetSection:
+    key = r.secret("tag_key", None)
+    raw = None
+    if key is not None:
+        try:
+            raw = bytes.fromhex(key)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            r.fail("tag_key", "must be 64 hex characters (a 32-byte key)")
+    r.done()
+    return PetSection(tag_key=raw)
 
 
 def _broker(file: str, name: str, table, defaults: BrokerSection, base: Path) -> BrokerSection:

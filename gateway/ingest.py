@@ -64,7 +64,16 @@ class _Out:
 class Ingest:
     """The gateway's node-facing core. ``submit()`` is the one entry point for every transport."""
 
-    def __init__(self, cfg: Config, lookup: Callable[[str], Optional[tuple[LinkKeys, Role]]], sink: EventSink, pets: PetRegistry, *, batch: int = 256):
+    def __init__(
+        self,
+        cfg: Config,
+        lookup: Callable[[str], Optional[tuple[LinkKeys, Role]]],
+        sink: EventSink,
+        pets: PetRegistry,
+        *,
+        batch: int = 256,
+        stage_state: Optional[Callable[[sqlite3.Connection, registry.NodeState], None]] = None,
+    ):
         self.cfg = cfg
         self.lookup = lookup
         self.sink = sink
@@ -78,7 +87,9 @@ class Ingest:
         self._down: dict[str, list[int]] = {}  # node -> [next, reserved]
         self._replies: dict[str, Reply] = {}  # node -> how to reach it now
         self._task: Optional[asyncio.Task] = None
-        self.on_node_state: Optional[Callable[[registry.NodeState], None]] = None
+        # Called inside the storing transaction for each node whose state changed (the outbox
+        # queues its retained upstream snapshot there, so it commits with the events).
+        self.stage_state = stage_state
         self.on_events: Optional[Callable[[list[Event]], None]] = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -108,6 +119,11 @@ class Ingest:
             self.queue.put_nowait(_Item(bytes(raw), reply, topic_id, source, time.time()))
         except asyncio.QueueFull:
             self._count("overload")
+
+    def count_line_error(self, label: str) -> None:
+        """A transport-level rejection (serial CRC, oversize burst) with no node to blame."""
+        self.receiver.counts[label] += 1
+        self._count(label)
 
     def _count(self, what: str, node: Optional[str] = None) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -198,6 +214,8 @@ class Ingest:
                 registry.save(conn, self.nodes[node])
                 w = self.receiver.window(node)
                 registry.save_window(conn, node, w.last, w.bitmap)
+                if self.stage_state:
+                    self.stage_state(conn, self.nodes[node])
             for f in accepted:
                 registry.history(conn, f.node_id, f.kind.label, encode_body(_summary(f)).decode()[:200], at=now)
             due = {}
@@ -229,9 +247,6 @@ class Ingest:
         await self._send(out)
         if self.on_events and events:
             self.on_events(events)
-        if self.on_node_state:
-            for node in nodes_in_batch:
-                self.on_node_state(self.nodes[node])
 
     def _apply(self, st: registry.NodeState, f, at: float, out: _Out, reply: Reply) -> list[Event]:
         body = f.body
@@ -298,6 +313,28 @@ class Ingest:
                 log.warning("could not send %s to %s: %s", kind.label, node, exc)
                 self._count("send_failed", node)
 
+    async def send_due(self, node: str) -> int:
+        """Send a node its pending commands now, if it is awake and reachable; returns how many."""
+        st = self.nodes.get(node)
+        reply = self._replies.get(node)
+        if st is None or reply is None or st.availability in ("asleep", "offline"):
+            return 0  # it gets them right after its next report
+
+        def txn(conn):
+            rows = cmdstore.due(conn, node)
+            now = time.time()
+            for seq, *_ in rows:
+                cmdstore.mark_sent(conn, seq, now)
+            self._reserve_down(conn, {}, {node: rows})
+            return rows
+
+        rows = await self.sink.add([], txn)
+        out = _Out()
+        for seq, cmd_id, op, args in rows:
+            out.frames.append((node, Kind.COMMAND, {"id": seq, "op": op, "a": args}, reply))
+        await self._send(out)
+        return len(rows)
+
     # -- periodic ----------------------------------------------------------------------------
     async def check_availability(self, now: Optional[float] = None) -> list[Event]:
         """Emit node.offline / node.online for state changes; run every few seconds."""
@@ -315,10 +352,10 @@ class Ingest:
                 for st in changed:
                     registry.save(conn, st)
                     registry.history(conn, st.node, "availability", st.availability, at=now)
+                    if self.stage_state:
+                        self.stage_state(conn, st)
+
             await self.sink.add(events, txn)
-            if self.on_node_state:
-                for st in changed:
-                    self.on_node_state(st)
             if self.on_events and events:
                 self.on_events(events)
         return events
