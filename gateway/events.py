@@ -21,6 +21,7 @@ linli.events.UnknownEventType: event type 'bin.fulll' is not in the contract (li
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import re
 import time
@@ -271,12 +272,22 @@ class Event:
     source: str
     subject: Optional[str]
     data: dict[str, Any]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: next_id())
     time: float = field(default_factory=time.time)
 
     @property
     def priority(self) -> Priority:
         return EVENT_TYPES[self.type].priority
+
+
+_ID_PREFIX = uuid.uuid4().hex[:20]
+_ID_COUNTER = itertools.count(int(time.time() * 1000) & 0xFFFFFFFFFFF)
+
+
+def next_id() -> str:
+    """A unique event id: 80 random bits per process + a 48-bit counter (32 hex chars, like a
+    UUID's hex). Cheaper than uuid4(), whose os.urandom() call dominated ingest profiles."""
+    return "%s%012x" % (_ID_PREFIX, next(_ID_COUNTER) & 0xFFFFFFFFFFFF)
 
 
 _SOURCE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")

@@ -1,0 +1,135 @@
+"""Gateway throughput: node frames -> verify, registry, rules, outbox -> upstream PUBACK.
+
+In one run, against the same local Mosquitto brokers:
+
+* ``gateway_eps``: events per second from node frames (published QoS 1 on the local broker) to
+  the upstream broker's PUBACK, through the whole gateway (one event per frame);
+* ``raw_paho_eps``: paho publishing QoS 1 straight to the upstream broker (the ceiling);
+* ``ratio`` = gateway / raw (goal: >= 0.5);
+* ``drain_eps``: how fast a 100,000-event backlog (an outage's worth) drains once the uplink
+  is back.
+
+Run: ``.venv/bin/python bench/ingest.py [--frames N] [--backlog N]``; figures on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from linli.broker import EmbeddedBroker
+from linli.config import Config
+from linli.contract import Contract
+from linli.events import new_event
+from linli.keystore import KeyStore
+from linli.link import Kind, LinkKeys, Role, seal
+from linli.outbox import Outbox
+from linli.service import Gateway
+from linli.uplink import Uplink, UplinkSettings
+
+
+def raw_paho(port: int, n: int) -> float:
+    done = threading.Event()
+    acked = [0]
+
+    def on_publish(c, u, mid, rc, props):
+        acked[0] += 1
+        if acked[0] == n:
+            done.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
+    c.on_publish = on_publish
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    payload = b"x" * 600  # about a CloudEvent's size
+    t0 = time.perf_counter()
+    for i in range(n):
+        c.publish("bench/raw/%d" % (i % 10), payload, qos=1)
+    done.wait(300)
+    dt = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    return n / dt
+
+
+async def gateway_rate(local: int, upstream: int, n: int, tmp: Path) -> float:
+    cfg = Config.from_text(
+        '[gateway]\nsite="bench"\nid="gw"\ndata_dir="%s"\n[privacy]\nsite_secret="0123456789abcdef"\n'
+        '[local]\nport=%d\n[upstream]\nhost="127.0.0.1"\nport=%d\ntls=false\n' % (tmp / "gw", local, upstream)
+    )
+    key = bytes(range(32))
+    ks = KeyStore(cfg.gateway.data_dir / "keys.db")
+    nodes = ["bin-%04d" % i for i in range(20)]
+    for nd in nodes:
+        ks.add(nd, "bin", key)
+    ks.close()
+    keys = LinkKeys(key)
+    frames = [
+        (nodes[i % 20], seal(keys, Kind.TELEMETRY, Role.BIN, nodes[i % 20], counter=i // 20 + 1, ts=int(time.time()), payload=b'{"fill":%d,"temp":21.5}' % (i % 80)))
+        for i in range(n)
+    ]
+    gw = Gateway(cfg)
+    await gw.start()
+    await gw.uplink.wait_connected(10)
+    await gw.uplink.wait_idle(10)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-nodes", protocol=mqtt.MQTTv311)
+    pub.connect("127.0.0.1", local)
+    pub.loop_start()
+    base = (await gw.outbox.stats()).last_seq
+    t0 = time.perf_counter()
+    for node, raw in frames:
+        pub.publish("linli/node/%s/up" % node, raw, qos=1)
+    # Done when every frame's event is stored and the uplink has nothing left unacked.
+    while (await gw.outbox.stats()).last_seq - base < n:
+        await asyncio.sleep(0.01)
+    await gw.uplink.wait_idle(300)
+    dt = time.perf_counter() - t0
+    pub.disconnect()
+    pub.loop_stop()
+    await gw.stop()
+    return n / dt
+
+
+async def drain_rate(upstream: int, n: int, tmp: Path) -> float:
+    ob = await Outbox.open(tmp / "drain.db", Contract("bench", "gw"), synchronous="normal")
+    batch = []
+    for i in range(n):
+        batch.append(new_event("node.telemetry", node="bin-%04d" % (i % 50), data={"role": "bin", "readings": {"fill": i % 100}}))
+        if len(batch) == 1000:
+            await ob.add(batch)
+            batch = []
+    if batch:
+        await ob.add(batch)
+    up = Uplink(UplinkSettings(host="127.0.0.1", port=upstream, tls=False, client_id="bench-drain"), ob)
+    t0 = time.perf_counter()
+    await up.start()
+    await up.wait_idle(600)
+    dt = time.perf_counter() - t0
+    await up.stop()
+    await ob.close()
+    return n / dt
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=5000)
+    ap.add_argument("--backlog", type=int, default=100_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        async with EmbeddedBroker() as local, EmbeddedBroker() as upstream:
+            raw = await asyncio.get_running_loop().run_in_executor(None, raw_paho, upstream.port, args.frames)
+            gw = await gateway_rate(local.port, upstream.port, args.frames, tmp)
+            drain = await drain_rate(upstream.port, args.backlog, tmp)
+    print("broker: %s; frames: %d; backlog: %d" % (local.kind, args.frames, args.backlog))
+    print("gateway_eps=%.0f raw_paho_eps=%.0f ratio=%.2f drain_eps=%.0f" % (gw, raw, gw / raw, drain))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
