@@ -88,7 +88,13 @@ class Rules:
     def status(self, st: NodeState, body: dict, at: float) -> list[Event]:
         s = body.get("st")
         if s == "asleep":
-            st.asleep_until = _num(body, "until", required=True)
+            until = _num(body, "until") or 0
+            for_s = _num(body, "for")
+            if for_s is not None and (until <= 0 or abs(until - (at + for_s)) > 3600):
+                until = at + for_s  # the node's clock is unset or off: trust the duration
+            if until <= 0:
+                raise PayloadError("status asleep needs until (Unix s) or for (s)")
+            st.asleep_until = until
         elif s == "online":
             st.asleep_until = None
         else:

@@ -1,0 +1,404 @@
+"""The node runtime: boot, one asyncio loop, and the tasks every role shares.
+
+``main()`` is what ``main.py`` runs::
+
+    from node import runtime
+    runtime.main()           # config (ValueError naming a bad key), HAL, Node, asyncio.run
+
+Tasks of the loop (each in its own failure domain; an exception in one is a crash: logged,
+then a reboot):
+
+* the link (:class:`node.mqttlink.MQTTLink` or :class:`node.seriallink.SerialLink`), which
+  hands downlink frames to :meth:`Node._on_frame` (acks, time sync, commands);
+* the sender: frames go from the flash queue to the link in counter order, at most 32 in flight,
+  resent after ``ack_timeout_s`` and after every reconnect;
+* time sync, the health report and the watchdog (:mod:`node.upkeep`, a mixin of Node);
+* the role (:mod:`node.role`), or the diagnostics role in safe mode.
+
+Frames the node sends: ``hello`` at boot (``{"fw","rc","bc","sm"}``), the role's telemetry and
+events, health reports, ``command_result``, ``status`` before deep sleep; every one is sealed
+with the next counter, queued in flash and deleted only when its ack arrives. A crash is logged
+and its text kept in RTC memory for ``node.info`` (``err``).
+"""
+
+import asyncio
+import gc
+import json
+import sys
+import time
+from binascii import unhexlify
+
+from micropython import const
+
+from link import frame
+from link.crypto import LinkKeys
+from link.replay import NEW, Reservation, Window
+from node import VERSION
+from node.bootstate import BootState
+from node.log import log
+from node.queue import FrameQueue
+from node.upkeep import Upkeep
+
+_MAX_INFLIGHT = const(32)  # docs/protocol.md section 3: half the replay window
+_CRASH_FLUSH_S = const(5)
+CTR_FILE = "link_up.ctr"
+WIN_FILE = "link_down.win"
+QUEUE_DIR = "q"
+_ROLE_CODES = {"bin": frame.BIN, "streetlight": frame.STREETLIGHT, "petscan": frame.PETSCAN}
+
+
+def _json(body):
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class Node(Upkeep):
+    """One node: its keys, counter, queue, link and role. Build it at boot (it reads flash);
+    ``await node.run()`` runs it. ``role`` overrides the role class of the config (tests)."""
+
+    def __init__(self, hal, cfg, role=None):
+        self.hal = hal
+        self.cfg = cfg
+        self.id = cfg["node_id"]
+        self._nid = self.id.encode()
+        self._code = _ROLE_CODES[cfg["role"]]
+        self.boot = BootState(hal)
+        self.safe = self.boot.begin(cfg["safe_boots"])
+        self.reset_cause = hal.reset_cause()
+        self.keys = LinkKeys(unhexlify(cfg["key"]))
+        self.ctr = Reservation(CTR_FILE)
+        try:
+            self.win = Window.load(WIN_FILE)
+        except ValueError as e:
+            log("node", "%s: starting a fresh downlink window", e)
+            self.win = Window()
+        self._entry = (self.keys, self._code, self.win)
+        self.queue = FrameQueue(QUEUE_DIR, cfg["queue_bytes"], cfg["queue_frames"])
+        self.queue.open()
+        self._fbuf = bytearray(frame.MAX_FRAME)  # sealing queued frames
+        self._sbuf = bytearray(frame.MAX_FRAME)  # a frame read back from the queue to send
+        self._dbuf = bytearray(frame.MAX_FRAME)  # sealing frames sent without queueing
+        self._pbuf = bytearray(frame.MAX_FRAME)  # plaintext of a received frame
+        self._wake = asyncio.Event()  # the sender has work
+        self._idle = asyncio.Event()  # the queue just emptied
+        self._synced = asyncio.Event()  # a time_sync arrived
+        self._kick = asyncio.Event()  # a health report is wanted now
+        self._linked = asyncio.Event()  # the link came up, or the queue emptied
+        self._role_cls = role
+        self.role = None
+        self.rejected = 0  # downlink frames refused (bad tag, replayed, ...)
+        self._win_dirty = 0  # ticks of the first unsaved window update, 0 = saved
+        self._t0 = time.ticks_ms()
+        self._sender_beat = self._t0
+        self._ok = False
+        if cfg["transport"] == "serial":
+            from node.seriallink import SerialLink as Link
+        else:
+            from node.mqttlink import MQTTLink as Link
+        self.link = Link(hal, cfg, self._on_frame, self._on_state)
+        log("node", "%s (%s) fw %s boot %d rc %s%s", self.id, cfg["role"], VERSION, self.boot.boots,
+            self.reset_cause, " SAFE MODE" if self.safe else "")
+
+    # -- what roles use -------------------------------------------------------------------
+
+    @property
+    def synced(self):
+        return self.hal.synced()
+
+    def time(self):
+        """Unix seconds, or 0 while the clock has not been synced (docs/protocol.md, 6)."""
+        return self.hal.time() if self.hal.synced() else 0
+
+    def uptime(self):
+        return time.ticks_diff(time.ticks_ms(), self._t0) // 1000
+
+    def log(self, fmt, *args):
+        log(self.cfg["role"], fmt, *args)
+
+    def send(self, kind, body, alarm=False):
+        """Seal ``body`` (a dict, or JSON bytes) as the next frame and queue it; return False
+        if the queue dropped it. Raises ValueError for a frame over 250 bytes."""
+        payload = body if isinstance(body, (bytes, bytearray)) else _json(body)
+        n = frame.seal(self._fbuf, self.keys, kind, frame.ALARM if alarm else 0, self._code,
+                       self._nid, self.ctr.next(), self.time(), payload)
+        ok = self.queue.put(memoryview(self._fbuf)[0:n], alarm)
+        if not ok:
+            log("node", "queue full: frame dropped (%d dropped)", self.queue.dropped)
+        self._wake.set()
+        return ok
+
+    def telemetry(self, body):
+        return self.send(frame.TELEMETRY, body)
+
+    def event(self, body, alarm=False):
+        return self.send(frame.EVENT, body, alarm)
+
+    def healthy(self):
+        """Declare this boot healthy (the crash-boot count starts over)."""
+        if not self._ok:
+            self._ok = True
+            self.boot.healthy()
+
+    async def idle(self, timeout_s):
+        """Wait until every queued frame is acked (True) or ``timeout_s`` passed (False)."""
+        end = time.ticks_add(time.ticks_ms(), int(timeout_s * 1000))
+        while self.queue.live:
+            left = time.ticks_diff(end, time.ticks_ms())
+            if left <= 0:
+                return False
+            self._idle.clear()
+            try:
+                await asyncio.wait_for_ms(self._idle.wait(), min(left, 500))
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    async def sleep(self, seconds):
+        """Deep sleep for ``seconds``: flush the queue (up to ``sleep_flush_s``), send the
+        status frame and 'asleep T', disconnect, sleep. Does not return (the wake is a boot)."""
+        self.healthy()
+        flush = self.cfg["sleep_flush_s"]
+        await self.idle(flush)
+        if not self.synced and self.link.up:  # a moment for the time sync: "until" needs it
+            try:
+                await asyncio.wait_for_ms(self._synced.wait(), self.cfg["ack_timeout_s"] * 1000)
+            except asyncio.TimeoutError:
+                pass
+        until = self.time() + seconds if self.synced else 0
+        # "for" lets the gateway place the wake on its own clock when ours is not synced.
+        self.send(frame.STATUS, {"st": "asleep", "until": until, "for": seconds})
+        await self.idle(flush)
+        await self.link.asleep(until)
+        self._save_window()
+        self.boot.save()
+        log("node", "deep sleep %d s (%d frames queued)", seconds, self.queue.live)
+        self.hal.deepsleep(int(seconds * 1000))
+
+    def info(self):
+        """Diagnostics for ``node.info`` / ``diag.info``: ``fw``, ``up``, ``heap``, ``q`` (as in
+        docs/protocol.md section 8), and ``rc``, ``bc``, ``sm``, ``fails`` (crash boots),
+        ``drop`` (not yet reported), ``rx_bad`` (downlink frames refused), ``ctr`` (next
+        counter), ``err`` (why it last crashed). Sized to fit one frame."""
+        gc.collect()
+        d = {
+            "fw": VERSION, "up": self.uptime(), "heap": gc.mem_free(), "q": self.queue.live,
+            "rc": self.reset_cause, "bc": self.boot.boots, "sm": 1 if self.safe else 0,
+            "fails": self.boot.fails, "drop": self.queue.dropped, "rx_bad": self.rejected,
+            "ctr": self.ctr.peek(),
+        }
+        if self.boot.err:
+            d["err"] = self.boot.err[:32]
+        return d
+
+    def leave_safe_mode(self):
+        """Clear the crash-boot count and reboot (soon, once the result is acked)."""
+        self.boot.clear()
+        asyncio.create_task(self._reboot())
+
+    # -- boot and the loop ----------------------------------------------------------------
+
+    async def run(self):
+        """Run the node: the tasks of the module docstring. Returns only by reset/deep sleep."""
+        self.send(frame.HELLO, {"fw": VERSION, "rc": self.reset_cause, "bc": self.boot.boots,
+                                "sm": 1 if self.safe else 0})
+        for name, fn in (("link", self.link.run), ("sender", self._sender),
+                         ("watchdog", self._watchdog), ("time", self._timesync),
+                         ("health", self._health), ("role", self._role)):
+            asyncio.create_task(self._guard(name, fn))
+        gc.collect()
+        await asyncio.Event().wait()  # forever: the tasks end the run (reset, deep sleep)
+
+    async def _guard(self, name, fn):
+        try:
+            await fn()
+        except Exception as e:
+            await self._crash(name, e)
+
+    async def _crash(self, where, e):
+        """Log a crash and keep its text for ``node.info``, give queued frames a moment to go
+        out, reboot. A boot that never gets healthy counts towards safe mode."""
+        sys.print_exception(e)
+        err = "%s %s: %s" % (where, type(e).__name__, e)
+        log("node", "crash: %s", err)
+        self.boot.crashed(err)  # node.info says it after the reboot
+        await self.idle(min(_CRASH_FLUSH_S, self.cfg["sleep_flush_s"]))  # what is queued, out
+        self._save_window()
+        self.hal.reset()
+
+    async def _reboot(self):
+        await self.idle(_CRASH_FLUSH_S)
+        self._save_window()
+        self.hal.reset()
+
+    async def _role(self):
+        if self.safe:
+            from node.role import Diagnostics as cls
+        elif self._role_cls is not None:
+            cls = self._role_cls
+        else:
+            from node.role import load
+
+            cls = load(self.cfg["role"])
+        self.role = cls(self, self.hal, self.cfg)
+        gc.collect()
+        await self.role.run()
+
+    # -- the link -------------------------------------------------------------------------
+
+    def _on_state(self, up):
+        if up:
+            self.queue.unsend()  # what was in flight goes again, in order
+            self._wake.set()
+            self._linked.set()
+        log("node", "link %s", "up" if up else "down")
+
+    def _lookup(self, nid):
+        return self._entry if nid == self._nid else None
+
+    def _on_frame(self, data, topic):
+        """A downlink frame (MQTT ``down`` or the serial line): verify, handle, update window."""
+        rc, f = frame.open(data, self._lookup, 1, topic, self._pbuf)
+        if rc:
+            if rc != frame.UNKNOWN_NODE or topic is not None:  # another node's, on a bus
+                self.rejected += 1
+                log("link", "downlink frame refused: reason %d", rc)
+            return
+        if f.verdict == NEW:
+            try:
+                self._handle(f)
+            except Exception as e:
+                log("link", "handling kind %d: %s %s", f.kind, type(e).__name__, e)
+        self.win.update(f.counter)
+        if f.kind == frame.ACK:
+            if not self._win_dirty:
+                self._win_dirty = time.ticks_ms() | 1
+        else:
+            self._save_window()  # a command or a time must never be replayed to us
+
+    def _save_window(self):
+        self._win_dirty = 0
+        try:
+            self.win.save(WIN_FILE)
+        except OSError as e:
+            log("node", "saving the downlink window: %s", e)
+
+    def _handle(self, f):
+        p = f.payload
+        k = f.kind
+        if k == frame.ACK:
+            c = p.get("c")
+            if isinstance(c, int) and self.queue.ack(c):
+                self._wake.set()
+                if not self.queue.live:
+                    self._idle.set()
+                    self._linked.set()  # time sync may go now
+            r = p.get("r", 0)
+            if r:
+                log("link", "gateway refused frame %s: reason %s", c, r)
+        elif k == frame.TIME_SYNC:
+            t = p.get("t")
+            if isinstance(t, int) and t > 0:
+                old = self.hal.time()
+                self.hal.set_time(t)
+                st = self.boot
+                if st.health_at:
+                    st.health_at += t - old  # keep the health period across the jump
+                st.sync_at = t + self.cfg["time_sync_s"]
+                st.save()
+                self._synced.set()
+                log("node", "time set to %d (was %d)", t, old)
+        elif k == frame.COMMAND:
+            self._command(p)
+
+    def _command(self, p):
+        cid = p.get("id")
+        op = p.get("op")
+        args = p.get("a") or {}
+        try:
+            if not isinstance(op, str):
+                raise ValueError("bad_op")
+            if op.startswith("node."):
+                res = self._node_command(op, args)
+            elif self.role is None:
+                raise ValueError("not_ready")
+            else:
+                res = self.role.on_command(op, args)
+            body = {"id": cid, "ok": True}
+            if isinstance(res, dict):  # the result's keys go next to id and ok
+                for k in res:
+                    if k != "id" and k != "ok":
+                        body[k] = res[k]
+            elif res is not None:
+                body["r"] = res
+        except Exception as e:
+            body = {"id": cid, "ok": False, "err": (str(e) or type(e).__name__)[:40]}
+        try:
+            self.send(frame.COMMAND_RESULT, body)
+        except ValueError:  # the result does not fit in a frame
+            self.send(frame.COMMAND_RESULT, {"id": cid, "ok": False, "err": "too_large"})
+
+    def _node_command(self, op, args):
+        if op == "node.info":
+            return self.info()
+        if op == "node.health":
+            self._kick.set()
+            return None
+        if op == "node.sync":
+            self.boot.sync_at = 0
+            return None
+        if op == "node.reboot":
+            asyncio.create_task(self._reboot())
+            return None
+        raise ValueError("unknown_op")
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    async def _sender(self):
+        q = self.queue
+        link = self.link
+        buf = self._sbuf
+        mv = memoryview(buf)
+        ack_ms = self.cfg["ack_timeout_s"] * 1000
+        while True:
+            self._sender_beat = time.ticks_ms()
+            self._wake.clear()
+            if link.up:
+                i = q.due(time.ticks_ms(), ack_ms, _MAX_INFLIGHT)
+                if i >= 0:
+                    n = q.read(i, buf)
+                    q.mark_sent(i, time.ticks_ms())
+                    try:
+                        await link.send(mv[0:n])
+                    except OSError as e:  # the link's own task notices and reconnects
+                        log("node", "send: %s", e)
+                        await asyncio.sleep_ms(200)
+                    continue
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), 500)
+            except asyncio.TimeoutError:
+                pass
+
+
+def main(hal=None, role=None):
+    """Boot: config, HAL, the node, one asyncio loop. A bad config raises ``ValueError``
+    naming the key (on a board: to the REPL, before any watchdog runs, so it can be fixed);
+    any other failure of the runtime (a corrupt counter file, a bug) reboots the board, and
+    counts towards safe mode."""
+    import node
+    from node import config
+
+    cfg = config.load()
+    # The checks are done: give their code back to the heap (about 5 KiB on an ESP32).
+    del sys.modules["node.config"]
+    del node.config
+    del config
+    if hal is None:
+        from hal import Board
+
+        hal = Board()
+    gc.collect()
+    try:
+        asyncio.run(Node(hal, cfg, role).run())
+    except Exception as e:
+        sys.print_exception(e)
+        log("node", "runtime failed: %s; rebooting", e)
+        hal.reset()
