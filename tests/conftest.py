@@ -26,7 +26,7 @@ def missing(reason: str):
 def micropython_tools(tmp_path_factory) -> Tools:
     """The unix port and mpy-cross, checked once per session (skips when they are missing).
 
-    Also checks that tests/sim shadows the port's ``machine`` and ``time``, and measures the
+    Also checks that the simboard shadows the port's ``machine`` and ``time``, and measures the
     heap the sim takes, which every run adds to the heap it asks for.
     """
     micropython, mpy_cross = find_micropython(), find_mpy_cross()

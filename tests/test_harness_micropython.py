@@ -1,4 +1,4 @@
-"""The MicroPython harness: the simulated ESP32 (tests/sim) and the ``mpy`` fixture."""
+"""The MicroPython harness: the simulated ESP32 (linli.simboard) and the ``mpy`` fixture."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def lines(result):
 def test_sim_machine_and_time_shadow_the_builtins(mpy):
     r = run(mpy, """
         import machine, time, utime
-        print(machine.__file__.endswith('tests/sim/machine.py'), time.__file__.endswith('tests/sim/time.py'))
+        print(machine.__file__.endswith('simboard/board/machine.py'), time.__file__.endswith('simboard/board/time.py'))
         print(hasattr(utime, '__file__'), type(time.time()).__name__)
     """).expect_ok()
     # utime stays the port's built-in (no __file__); time.time() is an int as on an ESP32.

@@ -1,5 +1,5 @@
 # An MFRC522 with ISO/IEC 14443 A cards in its field, as a model for the sim's SPI
-# (world {"spi": {"model": "fake_rc522"}}; tests/sim/_simbus.py calls transfer(bus, tx) once per
+# (world {"spi": {"model": "fake_rc522"}}; gateway/simboard/board/_simbus.py calls transfer(bus, tx) once per
 # SPI write / write_readinto). Runs on MicroPython, in the same process as the driver under test.
 #
 # Register behaviour after the MFRC522 datasheet (NXP rev. 3.9, sections 8.1.2.3 and 9.3), card
