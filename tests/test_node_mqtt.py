@@ -122,7 +122,7 @@ def test_deep_sleep_says_asleep_and_wakes_with_its_queue_and_clock(mpy, mosquitt
     r = run_with(peer, mpy.start(TICKER, files=fs))
     assert r.end == "deepsleep" and r.deepsleep_ms == 60000, r.describe()
     status = peer.new("status")[-1].body
-    assert status == {"st": "asleep", "until": status["until"]} and status["until"] >= NOW + 60
+    assert status == {"st": "asleep", "until": status["until"], "for": 60} and status["until"] >= NOW + 60
     assert peer.avail[-1] == (b"asleep %d" % status["until"], False) or peer.avail[-1][0].startswith(b"asleep ")
     # Disconnected cleanly: the broker did not publish the will.
     assert not [a for a in peer.avail if a[0] == b"offline"]

@@ -1,0 +1,234 @@
+"""The bin role on the MicroPython unix port (firmware as .mpy, 64 KiB heap).
+
+The logic (roles.bin_core) runs over simulated time in tests/mp/roles/bin_scenarios.py, once
+for the module; each test checks one part. The glue (roles.bin) runs a whole wake on the
+simulated ESP32 in tests/mp/roles/bin_wake.py: sensors -> reports -> deep sleep.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.micropython import MicroPython
+from roles_mp import check_contract, compile_helpers, run_script
+
+pytestmark = pytest.mark.micropython
+
+
+@pytest.fixture(scope="module")
+def res(tmp_path_factory, micropython_tools, firmware_build):
+    board = MicroPython(tmp_path_factory.mktemp("bin"), micropython_tools, firmware_build)
+    try:
+        return run_script(board, "bin_scenarios.py")
+    finally:
+        board.close()
+
+
+def test_a_week_of_filling_gives_one_full_until_emptied(res):
+    w = res["week"]
+    evs = [(e["ev"], e["day"]) for e in w["events"]]
+    # Fill crosses 85 % on day ~4.4 (and hovers around it until 4.6): one "full"; emptied at 5.5.
+    assert [e for e, _ in evs] == ["full", "emptied"], evs
+    assert 3.8 <= evs[0][1] <= 4.6 and 5.5 <= evs[1][1] <= 5.6
+    assert w["events"][0]["fill"] >= 85 and w["events"][1]["fill"] <= 40
+    # Robust distance with temperature compensation: within 3 % of the truth despite the noise,
+    # spikes, lost echoes and a 15..35 degC day.
+    assert w["worst_err"] <= 3
+    # Changed values only: far fewer reports than wakes, but an hourly heartbeat.
+    assert w["n_tele"] < w["wakes"] / 4
+    assert w["n_hb"] == 7 * 24
+    # The state kept between wakes fits the ESP32's 2 KiB of RTC memory with room to spare.
+    assert w["max_state"] < 512
+
+
+def test_fire_risk_on_a_fast_rise_or_a_high_temperature(res):
+    steps = res["fire"]["steps"]
+    evs = [(s["temp"], e) for s in steps for e in s["ev"]]
+    assert evs == [
+        (45, {"ev": "fire_risk", "temp": 45.0, "rise": 4.0}),  # 25 -> 45 in 5 min: 4 degC/min
+        (61, {"ev": "fire_risk", "temp": 61.0, "rise": 6.6}),  # re-armed after cooling, then hot
+    ]
+    # While at risk the bin wakes every minute instead of every five.
+    assert [s["sleep"] for s in steps] == [300, 300, 300, 60, 60, 60, 300, 300, 300, 60, 60, 300, 300]
+    # A slow rise (1 degC/min) up to 58 degC is no fire risk.
+    assert res["fire_slow"]["events"] == []
+
+
+def test_deposit_card_lid_open_close_weight(res):
+    d = res["deposit"]
+    assert d["events"] == [{"ev": "deposit", "at": 15, "card": "04a1b2c3d4e5f6", "w_g": 350, "cat": "recyclable"}]
+    assert d["busy_at_0"] and not d["busy_after"]
+    # A card but no lid: given up after lid_wait_s, nothing sent.
+    assert res["deposit_abandoned"] == {"k": "deposit_abandoned", "events": [], "busy_until": 30}
+    # Re-opened while settling: weighed only after the last close.
+    assert res["deposit_reopen"]["events"] == [{"ev": "deposit", "at": 9, "card": "a1b2", "w_g": 400, "cat": "recyclable"}]
+
+
+def test_tipped_and_battery_low_with_hysteresis(res):
+    assert res["tip_bat"]["seq"] == [[], ["tipped"], [], ["battery_low"], [], [], [], ["tipped", "battery_low"], []]
+
+
+def test_deadband_and_heartbeat(res):
+    rows = res["deadband"]["rows"]
+    assert rows[0] == {"fill": 54, "dist": 50.0, "depth": 100, "temp": 20.0, "hb": 3600}
+    assert rows[1] is rows[2] is rows[3] is None  # 1-4 % changes stay under the 5 % deadband
+    assert rows[4] == {"fill": 60, "dist": 44.0, "hb": 2400}
+    assert rows[12] == {"fill": 60, "dist": 44.0, "depth": 100, "temp": 20.0, "hb": 3600}  # 12th wake
+    assert rows[13]["fill"] == 76 and rows[13]["hb"] == 3300
+
+
+def test_overflow_when_refuse_stands_above_the_rim(res):
+    assert res["overflow"]["seq"] == [[], [["full", 97]], [["overflow", 100]], [], [], [], [], [["overflow", 100]]]
+
+
+def test_no_fill_measured_with_the_lid_open(res):
+    lo = res["lid_open"]
+    assert "fill" not in lo["tele"] and lo["tele"]["lid"] == 1 and lo["events"] == []
+
+
+def test_robust_distance(res):
+    d = res["distance"]
+    assert d["a"] == 800  # one spike, one lost echo
+    assert d["b"] is None  # only two echoes
+    assert d["c"] is None  # no majority agrees
+    assert d["d"] == 1035 and d["e"] == 947  # 40 degC air: sound is faster, the echo nearer
+
+
+def test_bin_config_command_and_config_errors(res):
+    c = res["config"]
+    assert c["results"] == [None, "range", None, "arg", "range", "arg"]
+    assert (c["depth"], c["report_s"], c["depth2"], c["sleep"]) == (120, 600, 120, 600)
+    e = res["config_errors"]
+    assert e["empty"] == "bin.full_pct must be an int from 50 to 100, got 40"
+    assert e["cat"].startswith("bin.cat must be one of kitchen, recyclable")
+
+
+def test_payloads_are_the_protocols_and_the_gateway_takes_them(res):
+    events = list(res["week"]["events"]) + [e for s in res["fire"]["steps"] for e in s["ev"]]
+    events += res["deposit"]["events"] + res["deposit_reopen"]["events"]
+    events = [{k: v for k, v in e.items() if k not in ("day", "at")} for e in events]  # test annotations
+    tele = [t for t in res["deadband"]["rows"] if t] + [res["lid_open"]["tele"]]
+    types = check_contract("bin", tele, events)
+    assert "bin.deposit" in types and "bin.fire_risk" in types and "bin.full" in types
+
+
+def test_logic_heap(res):
+    # What the bin logic keeps (imports included), host bytes on a 64-bit build: about twice an
+    # ESP32's. Printed for the report; the bound keeps it from creeping.
+    used = res.heaps["end"]["alloc"] - res.record["heap"]["sim"]
+    print("bin logic heap in use after the scenarios: %d bytes (64-bit host)" % used)
+    assert used < 40 * 1024
+
+
+# -- the glue: one wake on the simulated ESP32 ----------------------------------------------
+
+def a02_frames(mm_list):
+    out = b""
+    for mm in mm_list:
+        h, low = mm >> 8, mm & 0xFF
+        out += bytes([0xFF, h, low, (0xFF + h + low) & 0xFF])
+    return out
+
+
+def wake_world(lid=0, dist_mm=600, lid_schedule=None, frames_ms=range(100, 1600, 100)):
+    # A02YYUW frames every 100 ms while the firmware listens (the sim hands them out as their
+    # time comes). Kept short: the world lives in the same heap as the firmware under test.
+    sched = [[ms, list(a02_frames([dist_mm + (i % 3) - 1]))] for i, ms in enumerate(frames_ms)]
+    return {
+        "pins": {"27": lid_schedule if lid_schedule is not None else lid, "26": 1},
+        "uart": {"2": {"schedule": sched}},
+        "adc": {"35": 40000},  # ~1.89 V at the ADC: 3.78 V battery through the 1:2 divider
+        "time": 1718900000,
+        "spi": {"model": "fake_rc522"},
+    }
+
+
+@pytest.fixture(scope="module")
+def helpers(tmp_path_factory, micropython_tools):
+    return [compile_helpers(micropython_tools, tmp_path_factory.mktemp("helpers"))]
+
+
+def test_a_bin_wake_reads_reports_and_deep_sleeps(mpy, helpers):
+    r = mpy.run(main="bin_wake:main", world=wake_world(), extra_path=helpers, timeout=60)
+    r.expect_ok()
+    assert r.end == "deepsleep", r.describe()
+    out = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    sent = [o for o in out if o["k"] in ("telemetry", "event")]
+    tele = [o["body"] for o in sent if o["k"] == "telemetry"]
+    assert tele, r.describe()
+    t0 = tele[0]
+    # 600 mm to the refuse in a 100 cm bin with the rim 8 cm down: (1000-600)/920 = 43 %.
+    assert t0["fill"] == 43 and t0["lid"] == 0 and t0["tilt"] == 0 and t0["depth"] == 100
+    assert t0["temp"] == 21.5 and t0["w"] == 2.0 and t0["bat"] == 3.78 and t0["hb"] == 3600
+    sleep = [o for o in out if o["k"] == "sleep"]
+    assert sleep == [{"k": "sleep", "s": 300}]
+    assert r.deepsleep_ms == 300 * 1000
+    # The state for the next wake is on flash.
+    st = json.loads((mpy.flash / "bin.st").read_text())
+    assert st["r"]["fill"] == 43 and st["h"] == 1718900000
+    # The next wake (timer): nothing changed, nothing reported but the state moved on.
+    r2 = mpy.run(main="bin_wake:main", world=dict(wake_world(), time=1718900300, reset_cause="DEEPSLEEP_RESET"),
+                 extra_path=helpers, timeout=60).expect_ok()
+    out2 = [json.loads(x) for x in r2.stdout.splitlines() if x.startswith("{")]
+    assert [o for o in out2 if o["k"] in ("telemetry", "event")] == [], r2.stdout
+    assert json.loads((mpy.flash / "bin.st").read_text())["n"] == 1
+    heap = r.record["heap"]
+    print("bin wake: heap in use at the end %d bytes, sim %d (64-bit host)" % (heap["alloc_end"], heap["sim"]))
+
+
+def test_a_card_wake_ends_in_a_deposit_event(mpy, helpers):
+    # The lid opens 0.5 s after the wake and closes at 2.5 s; the card is on the reader.
+    world = wake_world(lid_schedule=[[0, 0], [500, 1], [2500, 0]], frames_ms=[*range(100, 1600, 100), *range(3000, 6000, 100)])
+    world["wake_reason"] = "EXT1"
+    world["reset_cause"] = "DEEPSLEEP_RESET"
+    r = mpy.run(main="bin_wake:main_card", world=world, extra_path=helpers, timeout=60).expect_ok()
+    out = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    evs = [o["body"] for o in out if o["k"] == "event"]
+    assert evs == [{"ev": "deposit", "card": "deadbeef", "w_g": 500, "cat": "kitchen"}], r.stdout
+    assert r.end == "deepsleep"
+    # The UID is never written to the console log.
+    assert "deadbeef" not in "".join(x for x in r.stdout.splitlines() if not x.startswith("{"))
+
+
+# -- the whole node: runtime + bin role over MQTT, a gateway peer -----------------------------
+
+@pytest.mark.mosquitto
+def test_bin_node_reports_takes_a_command_and_sleeps_until_the_next_wake(mpy, mosquitto_broker):
+    """boot.py + main.py with role "bin": hello, the wake's telemetry (verified by the gateway's
+    own link code), a bin.config command taken while awake, status "asleep until T", and the
+    deep sleep the command asked for."""
+    from node_peer import NOW, MqttPeer, node_files, run_with
+
+    peer = MqttPeer(mosquitto_broker)
+    world = wake_world()
+    del world["time"], world["spi"]  # RTC from power-on; no card reader fitted (rfid false)
+    files = node_files(broker_port=mosquitto_broker.port, bat_pin=35, report_s=300,
+                       bin={"rfid": False, "cat": "recyclable"})
+    run = mpy.start(world=world, files=files)
+    peer.wait(lambda p: p.new("hello"), what="hello")
+    peer.command(7, "bin.config", {"report_s": 600})
+    r = run_with(peer, run, timeout=30)
+    assert r.end == "deepsleep", r.describe() + peer.summary()
+    tele = [s.body for s in peer.new("telemetry") if "fill" in s.body]
+    assert tele and tele[0]["fill"] == 43 and tele[0]["bat"] == 3.78 and tele[0]["lid"] == 0, peer.summary()
+    res = [s.body for s in peer.new("command_result")]
+    assert res == [{"id": 7, "ok": True}], peer.summary()
+    status = peer.new("status")[-1].body
+    assert status["st"] == "asleep" and NOW + 600 <= status["until"] <= NOW + 660, status
+    assert r.deepsleep_ms == 600 * 1000
+    # What was left of the 64 KiB heap with the whole node and the bin role running.
+    health = [s.body for s in peer.new("telemetry") if "heap" in s.body]
+    print("bin node: free heap at the health report %s bytes (64-bit host)" % [h["heap"] for h in health])
+    assert json.loads((mpy.flash / "bin.cfg").read_text()) == {"report_s": 600}
+
+
+def test_a_bin_wake_with_an_hcsr04(mpy, helpers):
+    # Echo times at 20 degC air for 600 mm (3494 us), one lost echo: the same fill as the A02YYUW.
+    world = dict(wake_world(), pulses={18: [3494, 3500, -1, 3488, 3494]})
+    r = mpy.run(main="bin_wake:main_hcsr04", world=world, extra_path=helpers, timeout=60).expect_ok()
+    out = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    tele = [o["body"] for o in out if o["k"] == "telemetry"]
+    assert tele and tele[0]["fill"] == 43 and r.end == "deepsleep", r.stdout
+    assert r.pin(5) and set(r.pin_values(5)) == {0, 1}  # the trigger pulses
