@@ -19,6 +19,7 @@ from linli import __version__
 
 # name -> "module:register function"; keep sorted.
 COMMANDS: dict[str, str] = {
+    "demo": "linli.demo:register",
     "detect": "linli.detect_cli:register",
     "run": "linli.service:register",
     "vectors": "linli.link.vectors:register",

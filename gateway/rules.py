@@ -78,7 +78,8 @@ class Rules:
         st.fw, st.reset_cause = fw, rc
         st.boot_count = int(_num(body, "bc") or 0)
         sm = int(_num(body, "sm") or 0)
-        out = [self._ev("node.rebooted", st, {"fw": fw, "reset_cause": rc, "boot_count": st.boot_count, "safe_mode": bool(sm)}, at)]
+        # A timer wake from deep sleep is a bin's normal day, not news; any other boot is.
+        out = [] if rc == "deepsleep" and not sm else [self._ev("node.rebooted", st, {"fw": fw, "reset_cause": rc, "boot_count": st.boot_count, "safe_mode": bool(sm)}, at)]
         if sm and not st.safe_mode:
             out.append(self._ev("node.safe_mode", st, {"fw": fw, "reset_cause": rc, "boot_count": st.boot_count}, at))
         st.safe_mode = sm

@@ -275,7 +275,7 @@ class MicroPythonProcess:
                 out, err = self.proc.communicate()
         events = read_events(self.state / "events.jsonl")
         return RunResult(
-            self.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
+            self.proc.returncode, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"),
             summarize(events), events, self.flash, timed_out, stopped,
         )
 
@@ -311,12 +311,15 @@ class MicroPython:
     def start(
         self, code: str | None = None, *, main: str | None = None, world: dict | None = None,
         heap: str | int = "64wK", compiled: bool = True, extra_path=(), files: dict | None = None,
+        output=None,
     ) -> MicroPythonProcess:
         """Start a run without waiting (for firmware that talks to the test while it runs).
 
         ``code`` runs as a main script; ``main`` imports a module ("roles.bin") or calls a
         function in it ("roles.bin:run"; a coroutine is run with asyncio); with neither, the
         board boots: boot.py then main.py. ``files`` (name -> bytes/str/Path) go to the flash first.
+        ``output`` (an open file) takes stdout and stderr instead of pipes, for long runs whose
+        output would fill a pipe (``linli demo``); the result's stdout/stderr are then empty.
         """
         if any(h.proc.poll() is None for h in self._procs):
             raise RuntimeError("a run of this board is still going: wait() for it first")
@@ -341,8 +344,8 @@ class MicroPython:
         size = heap_bytes(heap) + self.tools.sim_heap
         proc = subprocess.Popen(
             [self.tools.micropython, "-X", "heapsize=%d" % size, str(RUNNER), str(self.state), *args],
-            cwd=self.flash, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, pass_fds=fds,
+            cwd=self.flash, env=env, stdin=subprocess.DEVNULL, stdout=output or subprocess.PIPE,
+            stderr=subprocess.STDOUT if output else subprocess.PIPE, pass_fds=fds,
         )
         handle = MicroPythonProcess(proc, self.state, self.flash)
         self._procs.append(handle)
