@@ -14,18 +14,8 @@ from pathlib import Path
 
 import pytest
 
-MP_DRIVERS = Path(__file__).parent / "mp" / "drivers"
+from drivers_run import MP_DRIVERS, run  # noqa: F401
 pytestmark = pytest.mark.micropython
-
-
-def run(mpy, code, **kw):
-    r = mpy.run(textwrap.dedent(code), extra_path=[MP_DRIVERS], **kw).expect_ok()
-    res = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("["):
-            k, v = json.loads(line)
-            res[k] = v
-    return r, res
 
 
 # -- MFRC522 ---------------------------------------------------------------------------------

