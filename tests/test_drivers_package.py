@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from firmware_style import check_declarations_only
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "firmware" / "lib"
@@ -32,33 +33,7 @@ def test_module_level_is_declarations_only(src):
     assert doc, "%s: needs a module docstring" % src.name
     if src.stem != "errors" and src.stem != "__init__":
         assert "::" in doc, "%s: the docstring needs a usage example (a '::' block)" % src.name
-    for node in tree.body:
-        where = "%s:%d" % (src.name, node.lineno)
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            assert not {"machine", "network", "onewire"} & {n.split(".")[0] for n in names}, (
-                "%s: only the HAL imports machine/network; import inside the function that needs it" % where
-            )
-        elif isinstance(node, ast.Assign):
-            v = node.value
-            if isinstance(v, ast.Call):
-                assert isinstance(v.func, ast.Name) and v.func.id == "const", (
-                    "%s: no calls at module level (I/O, singletons); const() only" % where
-                )
-            else:
-                assert isinstance(v, (ast.Constant, ast.Tuple)), "%s: module-level data must be constant" % where
-                if isinstance(v, ast.Constant) and isinstance(v.value, int):
-                    raise AssertionError("%s: integer constants go through const()" % where)
-        elif isinstance(node, ast.Expr):
-            assert isinstance(node.value, ast.Constant), "%s: a docstring is the only expression allowed" % where
-        else:
-            assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)), (
-                "%s: unexpected module-level %s" % (where, type(node).__name__)
-            )
-    for node in ast.walk(tree):
-        assert not isinstance(node, ast.JoinedStr), "%s:%d: use %% formatting, not f-strings" % (src.name, node.lineno)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            assert node.func.attr != "format", "%s:%d: use %% formatting" % (src.name, node.lineno)
+    check_declarations_only(src, tree)
 
 
 def test_errors_are_oserrors_with_one_root():
