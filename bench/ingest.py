@@ -15,6 +15,7 @@ Run: ``.venv/bin/python bench/ingest.py [--frames N] [--backlog N]``; figures on
 from __future__ import annotations
 
 import argparse
+import sys
 import asyncio
 import tempfile
 import threading
@@ -78,22 +79,45 @@ async def gateway_rate(local: int, upstream: int, n: int, tmp: Path) -> float:
     await gw.start()
     await gw.uplink.wait_connected(10)
     await gw.uplink.wait_idle(10)
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-nodes", protocol=mqtt.MQTTv311)
-    pub.connect("127.0.0.1", local)
-    pub.loop_start()
+    # The nodes are other devices: publish their frames from another process, as they would.
+    blob = tmp / "frames.bin"
+    blob.write_bytes(b"".join(len(node).to_bytes(1, "big") + node.encode() + len(raw).to_bytes(2, "big") + raw for node, raw in frames))
     base = (await gw.outbox.stats()).last_seq
+    pub = await asyncio.create_subprocess_exec(sys.executable, "-c", _NODES, str(blob), str(local), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    await pub.stdout.readline()  # connected: start the clock when the nodes start sending
     t0 = time.perf_counter()
-    for node, raw in frames:
-        pub.publish("linli/node/%s/up" % node, raw, qos=1)
+    pub.stdin.write(b"go\n")
+    await pub.stdin.drain()
     # Done when every frame's event is stored and the uplink has nothing left unacked.
     while (await gw.outbox.stats()).last_seq - base < n:
         await asyncio.sleep(0.01)
+    stored = time.perf_counter() - t0
     await gw.uplink.wait_idle(300)
     dt = time.perf_counter() - t0
-    pub.disconnect()
-    pub.loop_stop()
+    print("gateway: all %d events stored after %.2f s, all PUBACKed after %.2f s" % (n, stored, dt))
+    await pub.wait()
     await gw.stop()
     return n / dt
+
+
+_NODES = """
+import sys, paho.mqtt.client as mqtt
+data = open(sys.argv[1], "rb").read()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-nodes", protocol=mqtt.MQTTv311)
+c.max_inflight_messages_set(100)
+c.connect("127.0.0.1", int(sys.argv[2]))
+c.loop_start()
+print("ready", flush=True)
+sys.stdin.readline()
+i = last = 0
+while i < len(data):
+    n = data[i]; node = data[i + 1:i + 1 + n].decode(); i += 1 + n
+    m = int.from_bytes(data[i:i + 2], "big"); raw = data[i + 2:i + 2 + m]; i += 2 + m
+    last = c.publish("linli/node/%s/up" % node, raw, qos=1)
+last.wait_for_publish(120)
+c.disconnect()
+c.loop_stop()
+"""
 
 
 async def drain_rate(upstream: int, n: int, tmp: Path) -> float:
