@@ -21,6 +21,7 @@ from linli import __version__
 COMMANDS: dict[str, str] = {
     "demo": "linli.demo:register",
     "detect": "linli.detect_cli:register",
+    "firmware": "linli.fwbuild:register",
     "run": "linli.service:register",
     "vectors": "linli.link.vectors:register",
     "verify": "linli.verify:register",
