@@ -336,6 +336,21 @@ class Ingest:
         return len(rows)
 
     # -- periodic ----------------------------------------------------------------------------
+    _REJECTIONS = frozenset(r.label for r in Reason if r is not Reason.OK)
+
+    def rejection_events(self) -> list[Event]:
+        """``node.rejected`` for each known node with new rejections since the last call."""
+        seen = self.__dict__.setdefault("_rejected_reported", {})
+        out = []
+        for node, st in self.nodes.items():
+            now = {k: v for k, v in st.rejected.items() if k in self._REJECTIONS}
+            before = seen.get(node, {})
+            delta = {k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
+            if delta:
+                out.append(new_event("node.rejected", node=node, data={"counts": delta}))
+                seen[node] = now
+        return out
+
     async def check_availability(self, now: Optional[float] = None) -> list[Event]:
         """Emit node.offline / node.online for state changes; run every few seconds."""
         now = time.time() if now is None else now

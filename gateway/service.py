@@ -169,6 +169,9 @@ class Gateway:
             await asyncio.sleep(self.cfg.availability.check_s)
             try:
                 await self.ingest.check_availability()
+                rejected = self.ingest.rejection_events()
+                if rejected:
+                    await self.outbox.add(rejected)
                 now = time.time()
 
                 def expire(conn):

@@ -92,8 +92,11 @@ def test_forged_and_malformed_frames_are_counted_and_traffic_flows(site):
         forged.keys = b.keys  # right id, wrong key
         forged.send(Kind.EVENT, {"ev": "tipped", "tilt": 90})
         assert b.wait_ack(b.send(Kind.TELEMETRY, {"fill": 20})) == 0
-        evs = backend.events(until_type="node.telemetry")
+        evs = backend.events(until_type="node.rejected")
         assert "linli.bin.tipped" not in [e["type"] for e in evs]
+        # The backend hears which node sends bad frames, and why.
+        rej = [e for e in evs if e["type"] == "linli.node.rejected"]
+        assert rej and rej[0]["subject"] == "bin-0001" and rej[0]["data"]["counts"] == {"malformed": 1}
         counts = gw.gw.ingest.counts
         assert counts["malformed"] == 1 and counts["bad_tag"] == 1 and counts["bad_length"] == 1
         forged.close()
