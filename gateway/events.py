@@ -80,14 +80,14 @@ _EPOCH = "seconds since 1970-01-01 UTC (the gateway's clock)"
 _PSEUDONYM = _str("the resident's pseudonym: a keyed hash of the card UID, stable per site (PIPL: the UID never leaves the gateway)", pattern="^[0-9a-f]{16,64}$")
 _BOX = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4, "description": "bounding box [x1, y1, x2, y2] in pixels of the camera frame"}
 _CAMERA = _str("camera name from the gateway config")
-_TRACK = _int("tracker id of this object on this camera (unique per camera until the gateway restarts)")
+_TRACK = _int("tracker id of this object on this camera (never reused while the tracker state is kept)")
 _SNAPSHOT = _str("reference to a snapshot kept at the edge (file name or URL on the gateway); images never travel in events", True)
 _FW = _str("firmware version string")
 _BAT_V = _num("battery voltage, V")
 
 
 def _camera(required, **extra) -> dict:
-    props = {"camera": _CAMERA, "track_id": _TRACK, "box": _BOX, "score": _num("detector confidence 0..1", minimum=0, maximum=1), "dwell_s": _num("seconds since the object was first confirmed", minimum=0), "snapshot": _SNAPSHOT}
+    props = {"camera": _CAMERA, "track_id": _TRACK, "box": _BOX, "score": _num("detector confidence 0..1", minimum=0, maximum=1), "dwell_s": _num("seconds since the object was first seen (to its last sighting on cleared events)", minimum=0), "snapshot": _SNAPSHOT}
     props.update(extra)
     return _obj(["camera", "track_id"] + list(required), props)
 
