@@ -1,0 +1,99 @@
+"""Frame sources on real files and a real HTTP server; a camera that dies and comes back."""
+
+import asyncio
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from linli.vision.sources import Camera, CaptureSource, FolderSource, SnapshotSource, SourceError, open_source
+
+IMAGES = Path(__file__).parent / "data" / "detector" / "images"
+
+
+def test_folder_source_in_name_order_and_loops():
+    src = open_source(str(IMAGES))
+    assert isinstance(src, FolderSource)
+    names = sorted(p for p in IMAGES.iterdir() if p.suffix == ".jpg")
+    first = src.read()
+    assert first.shape == cv2.imread(str(names[0])).shape
+    for _ in range(len(names) - 1):
+        src.read()
+    assert np.array_equal(src.read(), first)  # looped
+    with pytest.raises(SourceError, match="does not exist"):
+        FolderSource("/no/such/folder").read()
+
+
+def test_video_file_source(tmp_path):
+    path = str(tmp_path / "clip.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for i in range(4):
+        w.write(np.full((48, 64, 3), i * 60, np.uint8))
+    w.release()
+    src = open_source(path, loop=True)
+    assert isinstance(src, CaptureSource)
+    levels = [int(src.read().mean()) for _ in range(6)]
+    assert levels[:4] == sorted(levels[:4]) and abs(levels[4] - levels[0]) < 5  # looped to the start
+    src.close()
+    with pytest.raises(SourceError, match="cannot open camera"):
+        CaptureSource(str(tmp_path / "missing.mp4")).open()
+
+
+class _Snap(http.server.BaseHTTPRequestHandler):
+    jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(self.jpeg)))
+        self.end_headers()
+        self.wfile.write(self.jpeg)
+
+    def log_message(self, *a):
+        pass
+
+
+def serve(port=0):
+    srv = http.server.HTTPServer(("127.0.0.1", port), _Snap)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_dead_camera_degrades_reconnects_and_others_keep_going():
+    srv = serve()
+    port = srv.server_address[1]
+
+    async def main():
+        snap = Camera("gate", open_source("http://127.0.0.1:%d/snap.jpg" % port, timeout=1.0), interval_s=0.05, watchdog_s=2, backoff=(0.05, 0.2))
+        other = Camera("yard", FolderSource(str(IMAGES)), interval_s=0.05)
+        await snap.start()
+        await other.start()
+        t, frame = await asyncio.wait_for(snap.next(), 5)
+        assert frame.shape == (48, 64, 3) and snap.health.state == "ok"
+        srv.shutdown()
+        srv.server_close()
+        for _ in range(100):
+            if snap.health.state == "degraded":
+                break
+            await asyncio.sleep(0.05)
+        assert snap.health.state == "degraded" and "snapshot" in snap.health.last_error
+        n = other.health.frames
+        await asyncio.sleep(0.3)
+        assert other.health.frames > n and other.health.state == "ok"  # unaffected
+        back = serve(port)
+        for _ in range(100):
+            if snap.health.state == "ok":
+                break
+            await asyncio.sleep(0.05)
+        assert snap.health.state == "ok" and snap.health.reconnects >= 1
+        assert snap.frames.qsize() <= 1  # bounded: never a backlog
+        await snap.stop()
+        await other.stop()
+        back.shutdown()
+        back.server_close()
+
+    asyncio.run(main())
