@@ -321,6 +321,49 @@ def test_spi_model_module_answers_transfers(mpy, tmp_path):
     assert r.stdout.strip() == "f00f fe"
 
 
+def test_onewire_ds18b20s_from_the_world(mpy):
+    # Through the firmware's HAL and driver: power-on 85 degC, then one temperature per CONVERT T.
+    r = run(mpy, """
+        from hal import Board
+        from drivers.ds18b20 import DS18B20, scan
+        ow = Board().onewire(4)
+        roms = scan(ow)
+        print(len(roms), roms[0].hex())
+        a, b = DS18B20(ow, roms[0]), DS18B20(ow, roms[1])
+        print(a.read(), b.read())
+        for _ in range(3):
+            a.convert()
+            print(a.read(), b.read())
+        print(ow.reset(), Board().onewire(5).reset())
+    """, world={"onewire": {4: {"ds18b20": [
+        {"rom": "28ff4c5c621603", "temp": [21.5, -10.125]},
+        {"rom": "28a1b2c3d4e5f6", "pad": "50054b467fff0c101c"}]}}}).expect_ok()
+    # The first sensor's ROM CRC was added (0x04); the second shows a fixed scratchpad.
+    out = r.stdout.splitlines()
+    assert out[0] == "2 28ff4c5c62160304"
+    assert out[1:] == ["85.0 85.0", "21.5 85.0", "-10.125 85.0", "-10.125 85.0", "True False"]
+
+
+def test_esp32_wake_sources_are_recorded(mpy):
+    r = run(mpy, """
+        from hal import Board
+        hal = Board()
+        hal.wake_on_pin(27, 1)
+        hal.wake_on_pin(33, 0)
+        hal.wake_on_pin(32, 0)
+        try:
+            hal.wake_on_pin(25, 1)
+        except ValueError as e:
+            print("ValueError")
+        hal.deepsleep(1000)
+    """).expect_ok()
+    assert lines(r) == ["ValueError"]
+    w = r.record["wake"]
+    assert (w["ext0"]["pins"], w["ext0"]["level"]) == ([27], 1)
+    assert (w["ext1"]["pins"], w["ext1"]["level"]) == ([33, 32], 0)
+    assert r.end == "deepsleep"
+
+
 def test_uart_reads_world_bytes_and_records_tx(mpy):
     r = run(mpy, """
         from machine import UART

@@ -62,3 +62,60 @@ def test_a_boot_that_gets_healthy_clears_the_count(mpy, mosquitto_broker):
         assert run_with(peer, mpy.start(TICKER, files=crash)).end == "reset"
     # Without the healthy boot in between, the third of these boots would have been in safe mode.
     assert [s.body["sm"] for s in peer.new("hello")] == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("leak", ["oom", "oom_global"])
+def test_a_crash_with_the_heap_full_still_reboots(mpy, mosquitto_broker, leak):
+    """The role leaks until nothing is left and dies of MemoryError: the crash handler, which
+    itself needs memory (the crash text, the boot state), must still get the node rebooted (or
+    let the watchdog bite), never leave it running without its role. The leak is the role's
+    (freed with it) or outlives it (only the handler's reserve is left)."""
+    peer = MqttPeer(mosquitto_broker)
+    files = node_files(broker_port=mosquitto_broker.port, bin={"crash": leak})
+    r = run_with(peer, mpy.start(TICKER, files=files), timeout=20)
+    assert r.end == "reset", r.describe()
+    # It counted as a crash boot: the next boot says so (bc 2, and the crash is remembered).
+    run = mpy.start(TICKER, files=node_files(broker_port=mosquitto_broker.port, bin={"count": 1}))
+    try:
+        peer.wait(lambda p: len(p.new("hello")) == 2, what="the second hello")
+        peer.command(1, "node.info")
+        peer.wait(lambda p: p.new("command_result"), what="node.info")
+    finally:
+        run.kill()
+    assert [h.body["bc"] for h in peer.new("hello")] == [1, 2]
+    info = peer.new("command_result")[0].body
+    assert "MemoryError" in info.get("err", ""), (info, r.describe())
+
+
+# A board on which the crash handler fails at every step it can: writing the boot state (after
+# the one write of boot) and the reset itself raise MemoryError.
+_FAILING_BOARD = """
+import hal
+
+_Board = hal.Board
+
+
+class _FailingBoard(_Board):
+    writes = 0
+
+    def set_nvram(self, data):
+        _FailingBoard.writes += 1
+        if _FailingBoard.writes > 1:
+            raise MemoryError("set_nvram")
+        _Board.set_nvram(self, data)
+
+    def reset(self):
+        raise MemoryError("reset")
+
+
+hal.Board = _FailingBoard
+"""
+
+
+def test_a_crash_handler_that_fails_leaves_it_to_the_watchdog(mpy, mosquitto_broker):
+    peer = MqttPeer(mosquitto_broker)
+    files = node_files(broker_port=mosquitto_broker.port, wdt_s=2, bin={"crash": "run"})
+    r = run_with(peer, mpy.start(_FAILING_BOARD + TICKER, files=files), timeout=20)
+    assert r.end == "wdt", r.describe()
+    assert "crash: role RuntimeError" in r.stdout
+    assert r.record["wdt"]["expired_ms"] is not None

@@ -142,6 +142,7 @@ def wake_world(lid=0, dist_mm=600, lid_schedule=None, frames_ms=range(100, 1600,
         "adc": {"35": 40000},  # ~1.89 V at the ADC: 3.78 V battery through the 1:2 divider
         "time": 1718900000,
         "spi": {"model": "fake_rc522"},
+        "onewire": {"4": {"ds18b20": [{"rom": "28ff4c5c621603", "temp": 21.5}]}},  # the pin "ow"
     }
 
 
@@ -165,6 +166,8 @@ def test_a_bin_wake_reads_reports_and_deep_sleeps(mpy, helpers):
     sleep = [o for o in out if o["k"] == "sleep"]
     assert sleep == [{"k": "sleep", "s": 300}]
     assert r.deepsleep_ms == 300 * 1000
+    # Armed before the sleep: the lid (GPIO 27, shut) wakes the bin when it opens (level 1).
+    assert r.record["wake"] == {"ext0": {"pins": [27], "level": 1, "ms": r.record["wake"]["ext0"]["ms"]}}
     # The state for the next wake is on flash.
     st = json.loads((mpy.flash / "bin.st").read_text())
     assert st["r"]["fill"] == 43 and st["h"] == 1718900000
@@ -218,6 +221,9 @@ def test_bin_node_reports_takes_a_command_and_sleeps_until_the_next_wake(mpy, mo
     status = peer.new("status")[-1].body
     assert status["st"] == "asleep" and NOW + 600 <= status["until"] <= NOW + 660, status
     assert r.deepsleep_ms == 600 * 1000
+    # The DS18B20 read through the real HAL's 1-Wire bus; the lid pin armed as a wake source.
+    assert tele[0]["temp"] == 21.5, peer.summary()
+    assert r.record["wake"]["ext0"]["pins"] == [27] and r.record["wake"]["ext0"]["level"] == 1
     # What was left of the 64 KiB heap with the whole node and the bin role running.
     health = [s.body for s in peer.new("telemetry") if "heap" in s.body]
     print("bin node: free heap at the health report %s bytes (64-bit host)" % [h["heap"] for h in health])

@@ -2,7 +2,7 @@
 
 Everything above it (the node runtime, roles, drivers) gets objects from a :class:`Board` and
 never builds hardware itself, so the same code runs on an ESP32 and on the simulated board of
-the tests (``tests/sim/``)::
+the tests (``gateway/simboard/board/``)::
 
     from hal import Board
     hal = Board()                    # no I/O until a method is called
@@ -47,6 +47,9 @@ class Board:
         self._rtc = None
         self._wlan = None
         self._epoch = None
+        self._ext0 = None  # the pin wake_on_pin() gave EXT0
+        self._ext1 = []  # the pins it gave EXT1, and their common level
+        self._ext1_level = None
 
     # -- time ----------------------------------------------------------------------------
 
@@ -91,6 +94,25 @@ class Board:
     def deepsleep(self, ms):
         """Sleep ``ms`` milliseconds with everything off but the RTC; wakes as a reboot."""
         machine.deepsleep(ms)
+
+    def wake_on_pin(self, pin, level):
+        """Also wake from deep sleep when GPIO ``pin`` (an RTC GPIO: 0, 2, 4, 12-15, 25-27,
+        32-39) is at ``level`` (0 or 1). The first pin gets EXT0 (``wake_reason()`` "pin"),
+        the others EXT1 ("pins"), which wakes on *all* its pins low or *any* high: they must
+        share one level (ValueError otherwise). Set it again before every deep sleep."""
+        import esp32
+
+        lvl = esp32.WAKEUP_ANY_HIGH if level else esp32.WAKEUP_ALL_LOW
+        if self._ext0 is None or self._ext0 == pin:
+            self._ext0 = pin
+            esp32.wake_on_ext0(machine.Pin(pin, machine.Pin.IN), lvl)
+            return
+        if self._ext1 and self._ext1_level != lvl:
+            raise ValueError("wake pin %d: EXT1 pins share one level (%d has the other)" % (pin, self._ext1[0]))
+        if pin not in self._ext1:
+            self._ext1.append(pin)
+        self._ext1_level = lvl
+        esp32.wake_on_ext1(tuple(machine.Pin(p, machine.Pin.IN) for p in self._ext1), lvl)
 
     def watchdog(self, timeout_ms):
         """The hardware watchdog (it cannot be stopped once started); ``timeout_ms`` 0 gives a
@@ -177,6 +199,13 @@ class Board:
 
     def spi(self, bus=1, **kw):
         return machine.SPI(bus, **kw)
+
+    def onewire(self, pin):
+        """A 1-Wire bus on GPIO ``pin`` (``onewire.OneWire``; a 4.7k pull-up to 3V3 on the
+        line), for drivers such as ``DS18B20(ow)``."""
+        import onewire
+
+        return onewire.OneWire(machine.Pin(pin))
 
     def time_pulse_us(self, pin, level, timeout_us=1000000):
         """``machine.time_pulse_us``: the length of the next pulse at ``level`` on ``pin`` (a

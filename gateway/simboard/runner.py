@@ -45,7 +45,16 @@ a *schedule* is a list of ``(at_ms, value)`` pairs, in ms since the start of the
                                                            # (names as in machine, or ints)
       "unique_id": b"\\x24\\x0a\\xc4\\x00\\x00\\x01",
       "wdt":    {"reset": False},                         # record an expiry without ending the run
+      "onewire": {4: {"ds18b20": [                        # onewire.OneWire(Pin(4)): the devices
+                   {"rom": "28ff4c5c62160304",            # 8 bytes, hex (7: the CRC is added)
+                    "temp": 21.5},                        # degC, or a list: one per CONVERT T
+                   {"rom": "28a1b2c3d4e5f6", "pad": "50054b467fff0c101c"}]}},  # raw scratchpad
     }
+
+A DS18B20 of the world shows its power-on scratchpad (85 degC) until its first CONVERT T, then
+each conversion takes the next ``temp`` (the last one repeats); its scratchpad carries the CRC-8
+a real one does. ``esp32.wake_on_ext0/ext1`` are recorded, not acted on (the next run's wake
+reason still follows from the last run, or the world's ``wake_reason``).
 
 Between runs: the flash folder persists; deepsleep(ms) makes the next run wake with
 DEEPSLEEP_RESET/TIMER_WAKE, RTC moved on by ms and RTC memory kept; machine.reset() gives
@@ -111,7 +120,8 @@ class RunResult:
     ``pins`` {id: [(ms, level)]}, ``pwm`` {id: [(ms, freq, duty_u16 or None)]},
     ``uart_tx`` {id: [(ms, bytes)]}, ``i2c_writes`` [(bus, addr, reg or None, bytes, ms)],
     ``spi_writes`` [(bus, bytes, ms)], ``wdt`` {"timeout", "feeds", "expired_ms"},
-    ``deepsleep_ms``, ``lightsleeps`` [(ms, duration)], ``reset`` ("soft", "wdt" or None),
+    ``deepsleep_ms``, ``wake`` {"ext0"/"ext1"/"touch"/"ulp": {"pins": [ids] or None,
+    "level": 0/1, "ms"}} (the wake sources last set through ``esp32``), ``lightsleeps`` [(ms, duration)], ``reset`` ("soft", "wdt" or None),
     ``rtc_sets`` [(ms, epoch_ms)], ``freq`` [(ms, hz)], ``exception`` {"type", "message",
     "traceback"} or None, ``irq_exceptions`` [the same, raised in IRQ/Timer handlers: the
     port prints them and carries on], ``stopped_at`` (the same for a run the harness stopped),
@@ -188,7 +198,7 @@ def summarize(events: list) -> dict:
     rec: dict[str, Any] = {
         "end": None, "exit_code": None, "end_ms": None, "reset_cause": None, "wake_reason": None,
         "pins": {}, "pwm": {}, "uart_tx": {}, "i2c_writes": [], "spi_writes": [],
-        "wdt": {"timeout": None, "feeds": 0, "expired_ms": None}, "deepsleep_ms": None,
+        "wdt": {"timeout": None, "feeds": 0, "expired_ms": None}, "deepsleep_ms": None, "wake": {},
         "lightsleeps": [], "reset": None, "rtc_sets": [], "freq": [], "exception": None,
         "irq_exceptions": [], "stopped_at": None, "heap": None,
     }
@@ -214,6 +224,8 @@ def summarize(events: list) -> dict:
             rec["wdt"]["expired_ms"] = a[0]
         elif kind == "deepsleep":
             rec["deepsleep_ms"] = a[1]
+        elif kind == "wake":
+            rec["wake"][a[0]] = {"pins": a[1], "level": a[2], "ms": a[3]}
         elif kind == "lightsleep":
             rec["lightsleeps"].append(tuple(a))
         elif kind == "reset":

@@ -37,6 +37,7 @@ class BootState:
         self.sync_at = 0
         self.err = ""
         self._ok = False
+        self._buf = bytearray(struct.calcsize(_FMT) + 1 + _ERR_MAX + 4)  # save()'s, made now
 
     def _load(self):
         b = self._hal.nvram()
@@ -53,10 +54,19 @@ class BootState:
             self.err = "?"
 
     def save(self):
-        err = self.err.encode()[:_ERR_MAX]
-        rec = struct.pack(_FMT, _MAGIC, self.boots, self.fails, self.health_at, self.sync_at)
-        rec = rec + bytes((len(err),)) + err
-        self._hal.set_nvram(rec + struct.pack("<I", crc32(rec)))
+        # Into the buffer made at boot: this runs in the crash handler, maybe with the heap
+        # full (a MemoryError is what crashed), so it allocates next to nothing.
+        buf = self._buf
+        n = struct.calcsize(_FMT)
+        struct.pack_into(_FMT, buf, 0, _MAGIC, self.boots, self.fails, self.health_at, self.sync_at)
+        err = self.err.encode()  # a few bytes (the crash handler frees its reserve first)
+        k = min(len(err), _ERR_MAX)
+        buf[n] = k
+        buf[n + 1 : n + 1 + k] = memoryview(err)[0:k]
+        e = n + 1 + k
+        mv = memoryview(buf)
+        struct.pack_into("<I", buf, e, crc32(mv[0:e]))
+        self._hal.set_nvram(mv[0 : e + 4])
 
     def begin(self, safe_boots):
         """Count this boot; return True when it must run in safe mode."""

@@ -19,6 +19,11 @@ Frames the node sends: ``hello`` at boot (``{"fw","rc","bc","sm"}``), the role's
 events, health reports, ``command_result``, ``status`` before deep sleep; every one is sealed
 with the next counter, queued in flash and deleted only when its ack arrives. A crash is logged
 and its text kept in RTC memory for ``node.info`` (``err``).
+
+A crash always ends in a reboot, even when the heap is full (a leak, then a MemoryError): the
+watchdog stops being fed as the crash handler starts, so it bites should the handler fail or
+hang; the handler first gives back a reserve kept since boot and drops the role (whatever it
+leaked goes with it), and the boot state is written from a buffer made at boot.
 """
 
 import asyncio
@@ -41,6 +46,7 @@ from node.upkeep import Upkeep
 
 _MAX_INFLIGHT = const(32)  # docs/protocol.md section 3: half the replay window
 _CRASH_FLUSH_S = const(5)
+_RESERVE = const(1024)  # heap kept back at boot for the crash handler (a MemoryError crash)
 CTR_FILE = "link_up.ctr"
 WIN_FILE = "link_down.win"
 QUEUE_DIR = "q"
@@ -90,6 +96,8 @@ class Node(Upkeep):
         self._t0 = time.ticks_ms()
         self._sender_beat = self._t0
         self._ok = False
+        self._crashing = False  # set by the crash handler: the watchdog is no longer fed
+        self._reserve = bytearray(_RESERVE)  # given back by the crash handler
         if cfg["transport"] == "serial":
             from node.seriallink import SerialLink as Link
         else:
@@ -211,17 +219,44 @@ class Node(Upkeep):
         try:
             await fn()
         except Exception as e:
-            await self._crash(name, e)
+            if self._crashing:  # another task crashed first: its handler reboots
+                return
+            # Before anything that allocates (the handler's coroutine object included): stop
+            # feeding the watchdog, give back the reserve, drop the role (what it leaked goes
+            # with it; a role that crashed is done anyway).
+            self._crashing = True
+            self._reserve = None
+            self.role = None
+            gc.collect()
+            try:
+                await self._crash(name, e)
+            finally:
+                # Only reached if the handler failed (it resets and does not return): reset,
+                # or, if even that raises, leave it to the watchdog, no longer fed.
+                self.hal.reset()
 
     async def _crash(self, where, e):
         """Log a crash and keep its text for ``node.info``, give queued frames a moment to go
-        out, reboot. A boot that never gets healthy counts towards safe mode."""
-        sys.print_exception(e)
-        err = "%s %s: %s" % (where, type(e).__name__, e)
-        log("node", "crash: %s", err)
-        self.boot.crashed(err)  # node.info says it after the reboot
-        await self.idle(min(_CRASH_FLUSH_S, self.cfg["sleep_flush_s"]))  # what is queued, out
-        self._save_window()
+        out, reboot. A boot that never gets healthy counts towards safe mode. Each step may
+        fail (a MemoryError crash): the reboot comes all the same, from here or the watchdog."""
+        try:
+            sys.print_exception(e)
+            err = "%s %s: %s" % (where, type(e).__name__, e)
+        except MemoryError:
+            err = where  # a constant str: no allocation
+        try:
+            log("node", "crash: %s", err)
+        except MemoryError:
+            pass
+        try:
+            self.boot.crashed(err)  # node.info says it after the reboot
+        except MemoryError:
+            pass
+        try:
+            await self.idle(min(_CRASH_FLUSH_S, self.cfg["sleep_flush_s"]))  # what is queued, out
+            self._save_window()
+        except MemoryError:
+            pass
         self.hal.reset()
 
     async def _reboot(self):

@@ -7,7 +7,8 @@ and events); one failure domain each, started by ``Node.run()``.
 * **health report** every ``health_s`` (kept across deep sleep in RTC memory): telemetry with
   ``up``, ``heap``, ``q``, ``drop``, ``rssi``, ``bat`` and the role's extras;
 * **watchdog**: the hardware WDT is fed only while the sender and the link show signs of life
-  (a blocked loop starves it too); the boot is marked healthy after ``healthy_s``; the downlink
+  (a blocked loop starves it too) and no crash is being handled (the handler resets the board;
+  should it fail, the watchdog does); the boot is marked healthy after ``healthy_s``; the downlink
   window is persisted at most a minute after an ack moved it.
 """
 
@@ -110,6 +111,8 @@ class Upkeep:
                 stuck = "sender"
             elif time.ticks_diff(now, self.link.beat) > _STALL_MS:
                 stuck = "link"
+            if self._crashing:
+                stuck = "crash handler"  # it resets the board; if it cannot, the watchdog does
             if stuck is None:
                 wdt.feed()
             elif not starving:

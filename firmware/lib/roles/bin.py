@@ -14,9 +14,10 @@ the core's state in flash; deep sleep ``report_s`` (``alarm_s`` during a fire ri
 
 The settings (keys, defaults, pins) are in :mod:`roles.settings`. The card's UID goes into
 the ``deposit`` event only (inside the encrypted payload); it is never logged. Wake sources
-other than the timer (the lid pin, a card-reader wake pin) are armed through the HAL's
-``wake_on_pin(pin, level)`` and the DS18B20's bus made with its ``onewire(pin)`` when it has
-them (without: timer wakes only, no temperature); the wake reason is ``hal.wake_reason()``.
+other than the timer (the lid pin on EXT0, a card-reader wake pin on EXT1) are armed through
+the HAL's ``wake_on_pin(pin, level)`` and the DS18B20's bus made with its ``onewire(pin)``
+(a HAL without them: timer wakes only, no temperature); the wake reason is
+``hal.wake_reason()``.
 """
 
 import asyncio

@@ -12,6 +12,8 @@ import _sim
 _sim.setup(sys.argv[1])
 import machine  # noqa: E402,F401  (loaded before the heap mark: on an ESP32 it costs no heap)
 import time  # noqa: E402,F401
+import esp32  # noqa: E402,F401  (frozen on an ESP32 too: no heap there)
+import onewire  # noqa: E402,F401
 
 
 def _exists(name):

@@ -28,6 +28,7 @@ _lock = None
 _timers = []  # [due_ms, period_ms, fn, arg]; period 0 = once
 _thread_on = False
 wdt = None  # [timeout_ms, deadline_ms] once a WDT exists
+_reserve = None  # heap the sim keeps back for ending a run whose firmware filled the heap
 
 
 class End(SystemExit):
@@ -35,8 +36,12 @@ class End(SystemExit):
 
 
 def setup(state_dir):
-    global world, state, cause, _dir, _log, _t0, _rtc0, _lock
+    global world, state, cause, _dir, _log, _t0, _rtc0, _lock, _reserve
     import _thread
+
+    # Part of the sim's own heap (measured at build and added on top of the firmware's): the
+    # end of a run (the record, state.json) must not fail when the firmware leaked the rest.
+    _reserve = bytearray(4096)
 
     _lock = _thread.allocate_lock()
     _dir = state_dir
@@ -200,9 +205,18 @@ def _start_clock():
 
 def _clock():
     while not ended:
-        now = ms()
-        due = []
-        _lock.acquire()
+        try:
+            _tick()
+        except MemoryError:
+            pass  # the firmware filled the heap: again next tick (a real watchdog needs no heap)
+        utime.sleep_ms(2)
+
+
+def _tick():
+    now = ms()
+    due = []
+    _lock.acquire()
+    try:
         for t in _timers:
             if t[0] <= now:
                 due.append(t)
@@ -211,16 +225,17 @@ def _clock():
         for t in due:
             if not t[1] and t in _timers:
                 _timers.remove(t)
+    finally:
         _lock.release()
-        for t in due:
-            _soft_irq(t[2], t[3])
-        if wdt and now > wdt[1]:
-            emit("wdt_expired", now)
-            if world.get("wdt", {}).get("reset", True):
-                finish("wdt")
-                hard_exit()  # a real watchdog resets the chip: nothing after this runs
-            wdt[1] = 1 << 60
-        utime.sleep_ms(2)
+    for t in due:
+        _soft_irq(t[2], t[3])
+    if wdt and now > wdt[1]:
+        release()
+        emit("wdt_expired", now)
+        if world.get("wdt", {}).get("reset", True):
+            finish("wdt")
+            hard_exit()  # a real watchdog resets the chip: nothing after this runs
+        wdt[1] = 1 << 60
 
 
 def _soft_irq(fn, arg):
@@ -259,11 +274,20 @@ def hard_exit():
 
 # -- the end of a run -----------------------------------------------------------------------
 
+def release():
+    """Give back the sim's reserve (a run is ending): what follows may need the heap."""
+    global _reserve
+    if _reserve is not None:
+        _reserve = None
+        gc.collect()
+
+
 def finish(kind, info=None, sleep_ms=0):
     """Write the end record and the state for the next run, once."""
     global ended, _finishing
     if _finishing or _log is None:
         return
+    release()
     _finishing = True  # the clock thread (watchdog) and the main thread may both get here
     nxt = {"deepsleep": DEEPSLEEP, "reset": SOFT, "wdt": WDT}.get(kind, PWRON)
     state["next_cause"] = nxt

@@ -140,6 +140,7 @@ def wake_reason():
 
 def deepsleep(time_ms=0):
     """Ends the run; the next run wakes with DEEPSLEEP_RESET and the RTC moved on by time_ms."""
+    _sim.release()
     _sim.emit("deepsleep", _sim.ms(), time_ms)
     _sim.finish("deepsleep", time_ms, time_ms)
     raise _sim.End(0)
@@ -155,12 +156,14 @@ sleep = lightsleep
 
 
 def reset():
+    _sim.release()
     _sim.emit("reset", _sim.ms(), "soft")
     _sim.finish("reset", "soft")
     raise _sim.End(0)
 
 
 def soft_reset():
+    _sim.release()
     _sim.emit("reset", _sim.ms(), "soft")
     _sim.finish("reset", "soft")
     raise _sim.End(0)

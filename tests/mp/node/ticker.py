@@ -3,6 +3,8 @@
 #   {"count": 5, "period_ms": 200}   telemetry {"n": 1..count} every period_ms (0: forever, -1: none)
 #   "alarm_every": k                 every k-th report is an event {"ev":"t","n":i} with ALARM
 #   "crash": "init" | "run"          raise at boot (in __init__) or in run()
+#   "crash": "oom"                   in run(), fill the heap and keep it (a leak): MemoryError
+#   "crash": "oom_global"            the same, the leak held by this module (it outlives the role)
 #   "sleep_s": s                     after the reports: wait for the acks, then deep sleep s
 #   "heap": true                     print "heap FREE" once the node runs (after boot, gc'd)
 #   "block_ms": ms                   after the reports, block the whole loop (a hung driver)
@@ -11,6 +13,9 @@ import gc
 
 from node import runtime
 from node.role import Role
+
+
+_HOG = []
 
 
 class Ticker(Role):
@@ -30,6 +35,15 @@ class Ticker(Role):
             print("heap", gc.mem_free())
         if s.get("crash") == "run":
             raise RuntimeError("ticker: crash in run, as configured")
+        if s.get("crash") in ("oom", "oom_global"):
+            self.hog = _HOG if s["crash"] == "oom_global" else []
+            n = 1024
+            while n:  # big blocks first, then ever smaller ones: not a byte is left
+                try:
+                    self.hog.append(bytearray(n))
+                except MemoryError:
+                    n //= 2
+            raise MemoryError("ticker: heap full, as configured")
         count = s.get("count", 0)
         period = s.get("period_ms", 200)
         every = s.get("alarm_every", 0)

@@ -1,23 +1,15 @@
-# One wake of the bin role (roles.bin) on the simulated ESP32: the real HAL and drivers, a fake
-# 1-Wire bus and load cell (the sim has no 1-Wire and cannot clock an HX711), a fake RC522 on
-# the sim's SPI (world {"spi": {"model": "fake_rc522"}}), and FakeNode for the runtime.
+# One wake of the bin role (roles.bin) on the simulated ESP32: the real HAL and drivers (the
+# DS18B20 on the sim's 1-Wire bus, world "onewire"), a fake load cell (the sim cannot clock an
+# HX711), a fake RC522 on the sim's SPI (world {"spi": {"model": "fake_rc522"}}), and FakeNode
+# for the runtime.
 # Run by tests/test_role_bin.py as main="bin_wake:main" (or main_card: a card on the reader).
 import _sim  # the sim's clock (tests only): the load cell's weight follows it
 from fake_hx711 import HX711Chip
-from fake_onewire import DS18B20Dev, OneWireBus
 from fakenode import FakeNode
 
-from drivers.ds18b20 import crc8
 from hal import Board
 
 COUNTS_PER_G = 10
-
-
-def pad(t_c):
-    raw = int(t_c * 16) & 0xFFFF
-    p = bytearray([raw & 0xFF, raw >> 8, 0x4B, 0x46, 0x7F, 0xFF, 0x0C, 0x10, 0])
-    p[8] = crc8(p, 8)
-    return p
 
 
 class Scale(HX711Chip):
@@ -37,10 +29,6 @@ class TestBoard(Board):
     def __init__(self):
         Board.__init__(self)
         self.scale = Scale([])
-        self.bus = OneWireBus([DS18B20Dev(b"\x28\x01\x02\x03\x04\x05\x06\x07", [pad(21.5)] * 20)])
-
-    def onewire(self, pin):
-        return self.bus
 
     def pin(self, n, mode="in", pull=None, value=None):
         if n == 33:

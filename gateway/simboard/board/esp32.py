@@ -1,0 +1,30 @@
+# Simulated `esp32` module for the MicroPython unix port (tests only): the deep-sleep wake
+# sources. Each call is recorded ("wake" events; the run's record["wake"] holds the last
+# setting of each source).
+import _sim
+
+WAKEUP_ALL_LOW = False
+WAKEUP_ANY_HIGH = True
+
+
+def _pid(p):
+    return getattr(p, "_id", p)
+
+
+def wake_on_ext0(pin, level):
+    """Wake from deep sleep when ``pin`` is at ``level``; ``pin`` None disables EXT0."""
+    _sim.emit("wake", "ext0", None if pin is None else [_pid(pin)], 1 if level else 0, _sim.ms())
+
+
+def wake_on_ext1(pins, level):
+    """Wake when all ``pins`` are low (WAKEUP_ALL_LOW) or any is high; None/() disables EXT1."""
+    ids = [_pid(p) for p in pins] if pins else None
+    _sim.emit("wake", "ext1", ids, 1 if level else 0, _sim.ms())
+
+
+def wake_on_touch(wake):
+    _sim.emit("wake", "touch", None, 1 if wake else 0, _sim.ms())
+
+
+def wake_on_ulp(wake):
+    _sim.emit("wake", "ulp", None, 1 if wake else 0, _sim.ms())
