@@ -39,3 +39,25 @@ def check_declarations_only(src: Path, tree: ast.Module) -> None:
         assert not isinstance(node, ast.JoinedStr), "%s:%d: use %% formatting, not f-strings" % (src.name, node.lineno)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             assert node.func.attr != "format", "%s:%d: use %% formatting" % (src.name, node.lineno)
+
+
+def import_heap(mpy, modules, preload: str = "") -> int:
+    """Heap (bytes) that importing ``modules`` takes on the unix port, after ``preload`` imports;
+    fails if importing touched any hardware (nothing may happen at import time)."""
+    import json
+
+    r = mpy.run(
+        "import gc, json\n"
+        + ("import %s\n" % preload if preload else "")
+        + "gc.collect()\n"
+        "before = gc.mem_alloc()\n"
+        "for m in %r:\n"
+        "    __import__(m)\n"
+        "gc.collect()\n"
+        "print(json.dumps(gc.mem_alloc() - before))\n" % list(modules)
+    ).expect_ok()
+    used = json.loads(r.stdout.strip().splitlines()[-1])
+    print("heap after importing %d modules: %d bytes" % (len(modules), used))
+    rec = r.record
+    assert not (rec["pins"] or rec["pwm"] or rec["uart_tx"] or rec["i2c_writes"] or rec["spi_writes"]), "import did I/O"
+    return used

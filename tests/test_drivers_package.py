@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from firmware_style import check_declarations_only
+from firmware_style import check_declarations_only, import_heap
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "firmware" / "lib"
@@ -59,17 +59,4 @@ def test_compiled_size_budget(firmware_build):
 
 @pytest.mark.micropython
 def test_imports_do_no_io_and_fit_the_heap(mpy):
-    r = mpy.run(
-        "import gc, json\n"
-        "gc.collect()\n"
-        "before = gc.mem_alloc()\n"
-        "for m in %r:\n"
-        "    __import__(m)\n"
-        "gc.collect()\n"
-        "print(json.dumps(gc.mem_alloc() - before))\n" % MODULES
-    ).expect_ok()
-    used = json.loads(r.stdout.strip().splitlines()[-1])
-    print("heap after importing %d modules: %d bytes" % (len(MODULES), used))
-    rec = r.record
-    assert not (rec["pins"] or rec["pwm"] or rec["uart_tx"] or rec["i2c_writes"] or rec["spi_writes"])
-    assert used <= IMPORT_HEAP_BUDGET
+    assert import_heap(mpy, MODULES) <= IMPORT_HEAP_BUDGET
