@@ -84,6 +84,7 @@ class Ingest:
         self.receiver = Receiver(lookup)
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=10000)
         self.counts: dict[str, int] = {}
+        self._rejected_reported: dict[str, dict[str, int]] = {}  # node -> counts last sent upstream
         self._down: dict[str, list[int]] = {}  # node -> [next, reserved]
         self._replies: dict[str, Reply] = {}  # node -> how to reach it now
         self._task: Optional[asyncio.Task] = None
@@ -340,7 +341,7 @@ class Ingest:
 
     def rejection_events(self) -> list[Event]:
         """``node.rejected`` for each known node with new rejections since the last call."""
-        seen = self.__dict__.setdefault("_rejected_reported", {})
+        seen = self._rejected_reported
         out = []
         for node, st in self.nodes.items():
             now = {k: v for k, v in st.rejected.items() if k in self._REJECTIONS}

@@ -56,16 +56,21 @@ def telemetry_ns(events):
     return [e["data"]["readings"]["n"] for e in events if e["type"] == "linli.node.telemetry"]
 
 
-@pytest.mark.slow
-def test_sigkill_mid_load_loses_nothing(tmp_path, mosquitto_factory):
+def site(tmp_path, mosquitto_factory, node_id, role, **upstream_options):
+    """Two brokers, a backend subscriber, a retrying node and `linli run` in its own process."""
     local = mosquitto_factory()
-    upstream = mosquitto_factory()
+    upstream = mosquitto_factory(**upstream_options)
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(gateway_toml(tmp_path / "data", local, upstream))
     backend = Upstream(upstream)
-    node = RetryingNode("bin-0001", Role.BIN, local, tmp_path / "data" / "keys.db")
+    node = RetryingNode(node_id, role, local, tmp_path / "data" / "keys.db")
     log = open(tmp_path / "gw.log", "w")
-    gw = start_gateway(cfg, log)
+    return upstream, cfg, backend, node, log, start_gateway(cfg, log)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_load_loses_nothing(tmp_path, mosquitto_factory):
+    upstream, cfg, backend, node, log, gw = site(tmp_path, mosquitto_factory, "bin-0001", Role.BIN)
     try:
         backend.events(until_type="gateway.started", timeout=20)
         node.send_all([{"n": i} for i in range(N)])
@@ -110,14 +115,7 @@ def test_sigkill_mid_load_loses_nothing(tmp_path, mosquitto_factory):
 
 @pytest.mark.slow
 def test_upstream_broker_down_under_load_then_back(tmp_path, mosquitto_factory):
-    local = mosquitto_factory()
-    upstream = mosquitto_factory(persistence=True)
-    cfg = tmp_path / "gateway.toml"
-    cfg.write_text(gateway_toml(tmp_path / "data", local, upstream))
-    backend = Upstream(upstream)
-    node = RetryingNode("street-01", Role.STREETLIGHT, local, tmp_path / "data" / "keys.db")
-    log = open(tmp_path / "gw.log", "w")
-    gw = start_gateway(cfg, log)
+    upstream, cfg, backend, node, log, gw = site(tmp_path, mosquitto_factory, "street-01", Role.STREETLIGHT, persistence=True)
     try:
         backend.events(until_type="gateway.started", timeout=20)
         backend.close()
