@@ -223,7 +223,7 @@ class Camera:
         while True:
             t0 = time.monotonic()
             try:
-                frame = await asyncio.wait_for(loop.run_in_executor(None, self.source.read), self.watchdog_s)
+                frame = await self._read(loop)
             except (SourceError, asyncio.TimeoutError, OSError) as exc:
                 self._failed(str(exc) or "no frame within %.0f s" % self.watchdog_s)
                 await loop.run_in_executor(None, self.source.close)
@@ -243,6 +243,15 @@ class Camera:
                 self.frames.get_nowait()  # bounded: a newer frame replaces an unprocessed one
             self.frames.put_nowait((h.last_frame_at, frame))
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - t0)))
+
+    async def _read(self, loop) -> np.ndarray:
+        # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the read completes (CPython gh-86296), and stop() would then wait forever.
+        fut = loop.run_in_executor(None, self.source.read)
+        done, _ = await asyncio.wait({fut}, timeout=self.watchdog_s)
+        if not done:
+            raise asyncio.TimeoutError()
+        return fut.result()
 
     def _failed(self, why: str) -> None:
         h = self.health
