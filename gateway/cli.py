@@ -21,7 +21,13 @@ from linli import __version__
 COMMANDS: dict[str, str] = {
     "demo": "linli.demo:register",
     "detect": "linli.detect_cli:register",
+    "doctor": "linli.doctor:register",
+    "events": "linli.nodes_cli:register_events",
     "firmware": "linli.fwbuild:register",
+    "flash": "linli.flash.cli:register",
+    "hw": "linli.hw:register",
+    "node": "linli.nodes_cli:register_node",
+    "nodes": "linli.nodes_cli:register_nodes",
     "run": "linli.service:register",
     "vectors": "linli.link.vectors:register",
     "verify": "linli.verify:register",
