@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from linli.config_vision import CameraSection, PanelSection, VisionSection, read_cameras, read_panel, read_vision
 from linli.errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -178,6 +179,9 @@ class Config:
     outbox: OutboxSection = field(default_factory=OutboxSection)
     commands: CommandSection = field(default_factory=CommandSection)
     pets: PetSection = field(default_factory=PetSection)
+    vision: VisionSection = field(default_factory=VisionSection)
+    cameras: tuple[CameraSection, ...] = ()
+    panel: PanelSection = field(default_factory=PanelSection)
     file: str = "<defaults>"
 
     def rules_for(self, node_id: str) -> RuleSection:
@@ -259,6 +263,9 @@ class Config:
             outbox=_section(_Reader(file, "outbox", top.take("outbox", dict, {})), OutboxSection()),
             commands=_section(_Reader(file, "commands", top.take("commands", dict, {})), CommandSection()),
             pets=_pets(_Reader(file, "pets", top.take("pets", dict, {}))),
+            vision=read_vision(_Reader(file, "vision", top.take("vision", dict, {})), base),
+            cameras=read_cameras(file, top.take("camera", list, [], allowed="an array of [[camera]] tables"), base, lambda path, t: _Reader(file, path, t)),
+            panel=read_panel(_Reader(file, "panel", top.take("panel", dict, {}))),
             file=file,
         )
         top.done()

@@ -8,9 +8,14 @@ Starts, on this machine and with nothing configured:
   on simulated ESP32 boards (``linli.simboard``) whose sensors follow a script: a bin filling up
   (``bin.full``), a bin knocked over (``bin.tipped``), a streetlight whose lamp fails at night
   (``streetlight.lamp_fault``) and a pet scanner that reads three tags and a fouling report;
+* a camera watching a residential entrance where a garbage pile appears, stays and is cleared
+  (real photographs shipped in ``linli/demo_data/camera``, see its ATTRIBUTION), so
+  ``garbage.pile.detected`` and then ``garbage.pile.cleared`` with its dwell time show up, with
+  snapshots (people blurred, the residents' windows masked) published beside the events;
 * the gateway (``linli.service.Gateway``), provisioned with the nodes' keys;
 * an upstream subscriber that prints every CloudEvent as it arrives (and with
-  ``--events-out FILE`` writes them as JSON lines) and a summary at the end.
+  ``--events-out FILE`` writes them as JSON lines; ``--snapshots-out DIR`` keeps the snapshots
+  received) and a summary at the end.
 
 ``--duration S`` stops it cleanly after S seconds (exit 0).
 """
@@ -35,6 +40,39 @@ log = logging.getLogger("linli.demo")
 SITE, GATEWAY = "demo-site", "gw-demo"
 TAG_KEY = bytes.fromhex("5d" * 32)  # the demo registry's tag key (a real site keeps its own secret)
 PETS = {"7Q2M9XKD": "green", "AB12CD34": "red"}
+SCENE_DIR = Path(__file__).resolve().parent / "demo_data" / "camera"
+# The camera's script at one frame a second: clean, a pile for 14 s, clean again (then it loops).
+SCENE = (("clean.jpg", 4), ("pile.jpg", 14), ("clean.jpg", 42))
+# Short confirmation and clearing (a real site keeps the defaults: minutes, not seconds), so the
+# whole lifecycle fits in a 40 s demo: detected ~6 s after the pile appears, cleared ~5 s after
+# it is gone.
+CAMERA_TOML = """
+[vision]
+snapshot_retention_days = 1
+[[camera]]
+name = "entrance-1"
+url = "folder:%s"
+interval_s = 1
+watchdog_s = 10
+masks = [[[0, 0], [235, 0], [235, 118], [0, 118]]]   # the residents' windows above the entrance
+[camera.tracker]
+confirm_hits = 3
+confirm_window = 4
+confirm_min_s = 2
+clear_misses = 4
+clear_min_s = 4
+"""
+
+
+def camera_scene(folder: Path) -> Path:
+    """The demo camera's frames as an image folder, built from the two shipped photographs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    i = 0
+    for name, count in SCENE:
+        for _ in range(count):
+            shutil.copyfile(SCENE_DIR / name, folder / ("%03d.jpg" % i))
+            i += 1
+    return folder
 
 
 class DemoError(RuntimeError):
@@ -121,6 +159,9 @@ def describe(ce: dict) -> str:
         "node.rebooted": lambda: "fw %s, reset %s" % (d.get("fw"), d.get("reset_cause")),
         "gateway.started": lambda: "linli %s" % d.get("version"),
         "node.health": lambda: "heap %s B, up %s s, queue %s" % (d.get("heap"), d.get("up"), d.get("q")),
+        "garbage.pile.detected": lambda: "camera %s: pile #%s, score %.2f, box %s" % (d.get("camera"), d.get("track_id"), d.get("score") or 0, d.get("box")),
+        "garbage.pile.updated": lambda: "camera %s: pile #%s now %s" % (d.get("camera"), d.get("track_id"), d.get("box")),
+        "garbage.pile.cleared": lambda: "camera %s: pile #%s cleared after %.0f s" % (d.get("camera"), d.get("track_id"), d.get("dwell_s") or 0),
     }
     detail = keys[t]() if t in keys else json.dumps(d, ensure_ascii=False)[:90]
     stamp = time.strftime("%H:%M:%S", time.localtime())
@@ -130,24 +171,37 @@ def describe(ce: dict) -> str:
 class Subscriber:
     """The backend: paho's thread queues, the demo prints (never work inside a paho callback)."""
 
-    def __init__(self, host: str, port: int, out: Optional[Path]):
+    def __init__(self, host: str, port: int, out: Optional[Path], snapshots_out: Optional[Path] = None):
         import paho.mqtt.client as mqtt
 
         self.q: queue.Queue = queue.Queue()
         self.events: list[dict] = []
+        self.snapshots: dict[str, int] = {}  # id -> bytes received
         self.out = open(out, "w", encoding="utf-8") if out else None
+        self.snapshots_out = snapshots_out
+        if snapshots_out:
+            snapshots_out.mkdir(parents=True, exist_ok=True)
+        prefix = "linli/v1/%s/%s/" % (SITE, GATEWAY)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="linli-demo-backend", protocol=mqtt.MQTTv311)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("linli/v1/%s/%s/events/#" % (SITE, GATEWAY), qos=1)
-        self.client.on_message = lambda c, u, m: self.q.put(bytes(m.payload))
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(prefix + "events/#", 1), (prefix + "snapshots/+", 1)])
+        self.client.on_message = lambda c, u, m: self.q.put((m.topic, bytes(m.payload)))
         self.client.connect(host, port)
         self.client.loop_start()
 
     def drain(self, echo: bool) -> None:
         while True:
             try:
-                raw = self.q.get_nowait()
+                topic, raw = self.q.get_nowait()
             except queue.Empty:
                 return
+            if "/snapshots/" in topic:
+                sid = topic.rsplit("/", 1)[-1]
+                self.snapshots[sid] = len(raw)
+                if self.snapshots_out:
+                    (self.snapshots_out / ("%s.jpg" % sid)).write_bytes(raw)
+                if echo:
+                    print("%s        %-24s %-12s %d bytes of JPEG, ...%s" % (time.strftime("%H:%M:%S", time.localtime()), "(snapshot)", sid.rsplit("-", 1)[-1], len(raw), sid[-12:]), flush=True)
+                continue
             ce = json.loads(raw)
             self.events.append(ce)
             if self.out:
@@ -183,7 +237,7 @@ def _tools(build_dir: Path):
     return tools, build
 
 
-async def run_demo(duration: float, events_out: Optional[Path], broker_addr: Optional[str], data_dir: Optional[Path], quiet: bool) -> int:
+async def run_demo(duration: float, events_out: Optional[Path], broker_addr: Optional[str], data_dir: Optional[Path], quiet: bool, snapshots_out: Optional[Path] = None) -> int:
     from linli.broker import EmbeddedBroker
     from linli.config import Config
     from linli.keystore import KeyStore
@@ -225,10 +279,11 @@ async def run_demo(duration: float, events_out: Optional[Path], broker_addr: Opt
         '[upstream]\nhost = "%s"\nport = %d\ntls = false\n'
         '[pets]\ntag_key = "%s"\n'
         "[availability]\ncheck_s = 1\ngrace_s = 20\n"
-        % (SITE, GATEWAY, gdir, os.urandom(16).hex(), host, port, host, port, TAG_KEY.hex()),
+        % (SITE, GATEWAY, gdir, os.urandom(16).hex(), host, port, host, port, TAG_KEY.hex())
+        + CAMERA_TOML % camera_scene(work / "camera"),
         "<linli demo>",
     )
-    sub = Subscriber(host, port, events_out)
+    sub = Subscriber(host, port, events_out, snapshots_out)
     # The backend's pet registry, retained, as a real backend publishes it.
     sub.client.publish("linli/v1/%s/pets/registry" % SITE, json.dumps({"version": 1, "pets": {k: {"status": v} for k, v in PETS.items()}}), qos=1, retain=True)
     gw = Gateway(cfg)
@@ -261,9 +316,10 @@ async def run_demo(duration: float, events_out: Optional[Path], broker_addr: Opt
         if broker:
             await broker.stop()
     counts = Counter(e["type"][6:] for e in sub.events)
-    print("\nlinli demo: %d events in %.0f s from %d nodes" % (len(sub.events), duration, len(nodes)))
+    print("\nlinli demo: %d events in %.0f s from %d nodes and 1 camera" % (len(sub.events), duration, len(nodes)))
     for t, n in sorted(counts.items()):
         print("  %-26s %d" % (t, n))
+    print("  %-26s %d (%d bytes)" % ("snapshots", len(sub.snapshots), sum(sub.snapshots.values())))
     if events_out:
         print("events written to %s" % events_out)
     if not data_dir:
@@ -277,6 +333,7 @@ def register(sub) -> None:
     p.add_argument("--events-out", type=Path, help="write every CloudEvent received upstream as JSON lines")
     p.add_argument("--broker", help="use this MQTT broker HOST:PORT instead of starting one")
     p.add_argument("--data-dir", type=Path, help="keep the boards, logs and gateway databases here")
+    p.add_argument("--snapshots-out", type=Path, help="write every camera snapshot received upstream here (ID.jpg)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(handler=_main)
 
@@ -284,7 +341,7 @@ def register(sub) -> None:
 def _main(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(run_demo(args.duration, args.events_out, args.broker, args.data_dir, args.quiet))
+        return asyncio.run(run_demo(args.duration, args.events_out, args.broker, args.data_dir, args.quiet, args.snapshots_out))
     except DemoError as exc:
         print("linli demo: %s" % exc, file=sys.stderr)
         return 2

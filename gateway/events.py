@@ -81,13 +81,32 @@ _PSEUDONYM = _str("the resident's pseudonym: a keyed hash of the card UID, stabl
 _BOX = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4, "description": "bounding box [x1, y1, x2, y2] in pixels of the camera frame"}
 _CAMERA = _str("camera name from the gateway config")
 _TRACK = _int("tracker id of this object on this camera (never reused while the tracker state is kept)")
-_SNAPSHOT = _str("reference to a snapshot kept at the edge (file name or URL on the gateway); images never travel in events", True)
+_SNAPSHOTS = {
+    "type": "array",
+    "description": "references to JPEG snapshots kept at the gateway, rendered after privacy redaction; each is published once on linli/v1/{site}/{gateway}/snapshots/{id} (images never travel in events)",
+    "items": _obj(
+        ["id", "kind", "sha256", "bytes"],
+        {
+            "id": _str("snapshot id: '{event id}-{kind}', the last topic level", pattern="^[A-Za-z0-9._-]{1,96}$"),
+            "kind": _enum("'crop': the object's box with a margin; 'frame': the whole frame scaled down with the box drawn", ("crop", "frame")),
+            "sha256": _str("SHA-256 of the JPEG bytes (hex)", pattern="^[0-9a-f]{64}$"),
+            "bytes": _int("size of the JPEG", minimum=1),
+            "width": _int("JPEG width, px", minimum=1),
+            "height": _int("JPEG height, px", minimum=1),
+        },
+    ),
+}
+_REDACTED = _obj(
+    ["faces", "people", "masks"],
+    {"faces": _int("faces found and blurred in the snapshot frame", minimum=0), "people": _int("people found and blurred", minimum=0), "masks": _int("privacy masks blacked out", minimum=0)},
+    description="what privacy redaction removed from the snapshots' frame (PIPL: no face or person leaves the gateway recognisable)",
+)
 _FW = _str("firmware version string")
 _BAT_V = _num("battery voltage, V")
 
 
 def _camera(required, **extra) -> dict:
-    props = {"camera": _CAMERA, "track_id": _TRACK, "box": _BOX, "score": _num("detector confidence 0..1", minimum=0, maximum=1), "dwell_s": _num("seconds since the object was first seen (to its last sighting on cleared events)", minimum=0), "snapshot": _SNAPSHOT}
+    props = {"camera": _CAMERA, "track_id": _TRACK, "box": _BOX, "score": _num("detector confidence 0..1", minimum=0, maximum=1), "dwell_s": _num("seconds since the object was first seen (to its last sighting on cleared events)", minimum=0), "snapshots": _SNAPSHOTS, "redacted": _REDACTED}
     props.update(extra)
     return _obj(["camera", "track_id"] + list(required), props)
 
@@ -207,7 +226,7 @@ EVENT_TYPES: dict[str, EventType] = {
         EventType(
             "garbage.pile.detected", _A, "A garbage pile was confirmed on a camera.",
             _camera(["box", "score"]),
-            {"camera": "gate-north", "track_id": 12, "box": [412, 310, 590, 455], "score": 0.83, "dwell_s": 30.0, "snapshot": "snap/gate-north-12.jpg"},
+            {"camera": "gate-north", "track_id": 12, "box": [412, 310, 590, 455], "score": 0.83, "dwell_s": 30.0, "snapshots": [{"id": "9f1b6c2e0d7a4b3c8e5f1a2b3c4d5e6f-crop", "kind": "crop", "sha256": "5e" * 32, "bytes": 18342, "width": 268, "height": 218}, {"id": "9f1b6c2e0d7a4b3c8e5f1a2b3c4d5e6f-frame", "kind": "frame", "sha256": "a7" * 32, "bytes": 61210, "width": 640, "height": 360}], "redacted": {"faces": 1, "people": 0, "masks": 2}},
         ),
         EventType(
             "garbage.pile.updated", _N, "A confirmed pile grew or shrank markedly.",
@@ -228,6 +247,21 @@ EVENT_TYPES: dict[str, EventType] = {
             "bin.overflow.cleared", _N, "A camera sees the overflowing bin cleared; carries its dwell time.",
             _camera(["dwell_s"], bin=_str("the bin's node id when known", True)),
             {"camera": "yard-2", "track_id": 3, "dwell_s": 3600.0},
+        ),
+        EventType(
+            "camera.degraded", _A, "A camera gives no frames (unreachable, watchdog timeout); the gateway keeps reconnecting.",
+            _obj(["camera", "reason", "since"], {"camera": _CAMERA, "reason": _str("the last error, e.g. 'snapshot http://...: connection refused'"), "since": _num("when it was first seen degraded, " + _EPOCH)}),
+            {"camera": "gate-north", "reason": "no frame within 30 s", "since": 1764300000.0},
+        ),
+        EventType(
+            "camera.recovered", _N, "A degraded camera gives frames again.",
+            _obj(["camera", "down_s"], {"camera": _CAMERA, "down_s": _num("seconds it was degraded", minimum=0)}),
+            {"camera": "gate-north", "down_s": 184.5},
+        ),
+        EventType(
+            "vision.model_failed", _A, "The detection model could not be loaded; cameras run without detection.",
+            _obj(["model", "error"], {"model": _str("path of the model file on the gateway"), "error": _str("why it failed (missing, checksum mismatch, not a loadable ONNX model, ...)")}),
+            {"model": "/opt/linli/models/garbage-det-320.int8.onnx", "error": "not a loadable ONNX model: INVALID_PROTOBUF"},
         ),
         EventType(
             "gateway.outbox.dropped", _A, "The outbox was full and dropped events (counts by type).",

@@ -225,6 +225,23 @@ class Uplink:
 
         await asyncio.wait_for(idle(), timeout)
 
+    async def publish_blob(self, topic: str, payload: bytes, timeout: float = 30.0) -> bool:
+        """Publish ``payload`` once, QoS 1, not retained, beside the event stream (a camera
+        snapshot); True once the broker has acknowledged it (PUBACK), False when not connected,
+        when the connection drops first, on a PUBACK error reason or after ``timeout``. The
+        caller keeps the blob until True and tries again later.
+
+        >>> # if await uplink.publish_blob(prefix + "/snapshots/" + ref["id"], jpeg): store.mark_sent(ref)
+        """
+        conn = self._conn
+        if conn is None or not self._connected.is_set() or conn.closed.done():
+            return False
+        acked = self._loop.create_future()
+        if not conn.publish(topic, payload, retain=False, props=None, what=("blob", acked)):
+            return False
+        await asyncio.wait([acked, conn.closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return acked.done() and acked.result()
+
     def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], Any], qos: int = 1) -> None:
         """Receive backend messages (commands, the pet registry). ``handler(topic, payload)``
         runs on the event loop (it may be a coroutine function); re-subscribed on every connect."""
@@ -429,6 +446,8 @@ class Uplink:
                     self._ack_task = asyncio.ensure_future(self._flush_acks())
         elif kind == "status" and what[1] is not None and not what[1].done():
             what[1].set_result(None)
+        elif kind == "blob" and not what[1].done():
+            what[1].set_result(not failed)
 
     async def _flush_acks(self) -> None:
         while self._acks or self._state_done:

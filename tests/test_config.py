@@ -86,3 +86,128 @@ def test_load_from_file_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError) as e:
         Config.load(p)
     assert e.value.file == str(p) and e.value.key == "outbox.max_mb"
+
+
+# -- cameras, vision, panel -------------------------------------------------------------------
+CAMERA = """
+[[camera]]
+name = "east-gate"
+url = "rtsp://10.0.0.7/stream2"
+"""
+
+
+def test_camera_sections_give_the_pipeline_its_specs(tmp_path):
+    from linli.vision.pipeline import CameraSpec
+
+    p = tmp_path / "gw.toml"
+    p.write_text(BASE + """
+[vision]
+model = "models/custom.onnx"
+threads = 2
+snapshot_retention_days = 3
+snapshot_max_mb = 50
+[panel]
+enabled = true
+profile = "raspberry-pi-5"
+[[camera]]
+name = "east-gate"
+url = "folder:frames/east"
+interval_s = 2
+watchdog_s = 10
+zones = [[[0, 100], [640, 100], [640, 480], [0, 480]]]
+masks = [[[0, 0], [200, 0], [200, 80]]]
+min_box_px = 24
+thresholds = { garbage = 0.5 }
+[camera.bins]
+"bin-07" = [[400, 200], [560, 200], [560, 400], [400, 400]]
+[camera.tracker]
+confirm_hits = 2
+confirm_window = 3
+clear_min_s = 30
+[[camera]]
+name = "yard"
+url = "/dev/video0"
+""")
+    cfg = Config.load(p)
+    assert cfg.vision.model == (tmp_path / "models/custom.onnx").resolve()
+    assert (cfg.vision.threads, cfg.vision.snapshot_retention_days, cfg.vision.snapshot_max_mb, cfg.vision.blur) == (2, 3.0, 50.0, True)
+    assert (cfg.panel.enabled, cfg.panel.profile) == (True, "raspberry-pi-5")
+    east, yard = cfg.cameras
+    assert (east.name, east.interval_s, east.watchdog_s) == ("east-gate", 2.0, 10.0)
+    assert east.url == "folder:%s" % (tmp_path / "frames/east").resolve()  # relative to the file
+    assert yard.url == "/dev/video0" and yard.interval_s == 5.0 and yard.watchdog_s == 30.0
+    spec = east.spec()
+    assert isinstance(spec, CameraSpec) and spec.name == "east-gate" and spec.interval_s == 2.0
+    assert spec.zones == [[[0.0, 100.0], [640.0, 100.0], [640.0, 480.0], [0.0, 480.0]]]
+    assert spec.masks == [[[0.0, 0.0], [200.0, 0.0], [200.0, 80.0]]]
+    assert spec.min_box_px == 24.0
+    assert spec.thresholds == {"garbage": 0.5, "overflow": 0.35}  # unnamed labels keep their defaults
+    assert (spec.tracker.confirm_hits, spec.tracker.confirm_window, spec.tracker.clear_min_s) == (2, 3, 30.0)
+    # The bin region reaches the tracker, which links an overflow box there to the node.
+    from linli.vision.tracker import CameraTracker
+
+    assert CameraTracker("east-gate", spec.tracker).bin_for((420, 250, 500, 350)) == "bin-07"
+    assert yard.spec().thresholds == {"garbage": 0.3, "overflow": 0.35}
+
+
+def test_no_cameras_by_default():
+    cfg = load()
+    assert cfg.cameras == () and cfg.vision.model is None and not cfg.panel.enabled
+
+
+@pytest.mark.parametrize(
+    "extra, key, words",
+    [
+        ("[[camera]]\nurl = 'rtsp://x/'\n", "camera[0].name", "required"),
+        ("[[camera]]\nname = 'east gate'\nurl = 'rtsp://x/'\n", "camera[0].name", "1-16 chars"),
+        ("[[camera]]\nname = 'a'\n", "camera[0].url", "required"),
+        ("[[camera]]\nname = 'a'\nurl = ''\n", "camera[0].url", "rtsp://"),
+        ("[[camera]]\nname = 'a'\nurl = 'v4l2:first'\n", "camera[0].url", "v4l2:N"),
+        (CAMERA + "interval_s = 0\n", "camera[0].interval_s", "> 0"),
+        (CAMERA + "watchdog_s = -1\n", "camera[0].watchdog_s", "seconds > 0"),
+        (CAMERA + "intervall_s = 5\n", "camera[0].intervall_s", "unknown key"),
+        (CAMERA + "zones = [[[0, 0], [10, 0]]]\n", "camera[0].zones[0]", "3 or more [x, y] points"),
+        (CAMERA + "zones = [[[0, 0], [10, 0], [10]]]\n", "camera[0].zones[0]", "3 or more [x, y] points"),
+        (CAMERA + "masks = [[[0, 0], [10, 0], [10, 'x']]]\n", "camera[0].masks[0]", "polygon"),
+        (CAMERA + "masks = [[[0, 0], [10, 0], [10, -5]]]\n", "camera[0].masks[0]", ">= 0"),
+        (CAMERA + "zones = 'all'\n", "camera[0].zones", "array of polygons"),
+        (CAMERA + "min_box_px = -1\n", "camera[0].min_box_px", ">= 0"),
+        (CAMERA + "thresholds = { garbage = 1.5 }\n", "camera[0].thresholds.garbage", "0..1"),
+        (CAMERA + "thresholds = { overflow = -0.1 }\n", "camera[0].thresholds.overflow", "0..1"),
+        (CAMERA + "thresholds = { garbage = 'high' }\n", "camera[0].thresholds.garbage", "0..1"),
+        (CAMERA + "thresholds = { garbge = 0.4 }\n", "camera[0].thresholds.garbge", "not a label the tracker follows (garbage, overflow"),
+        (CAMERA + "[camera.bins]\n'bin 7' = [0, 0, 10, 10]\n", "camera[0].bins", "not a valid node id"),
+        (CAMERA + "[camera.bins]\nbin-7 = [10, 0, 0, 10]\n", "camera[0].bins.bin-7", "rect"),
+        (CAMERA + "[camera.tracker]\nconfirm_hits = 6\n", "camera[0].tracker.confirm_window", ">= confirm_hits"),
+        (CAMERA + "[camera.tracker]\nconfirm_hit = 2\n", "camera[0].tracker.confirm_hit", "unknown key"),
+        (CAMERA + "[camera.tracker]\niou_min = 0\n", "camera[0].tracker.iou_min", "number in"),
+        (CAMERA + "[camera.tracker]\nbins = {}\n", "camera[0].tracker.bins", "[camera.bins]"),
+        (CAMERA + CAMERA.replace("rtsp://10.0.0.7", "rtsp://10.0.0.8"), "camera[1].name", "already the name of camera[0]"),
+        (CAMERA + "[[camera]]\nname = 'b'\nurl = 'rtsp://b/'\nthresholds = { garbage = 2 }\n", "camera[1].thresholds.garbage", "0..1"),
+        ("[vision]\nthreads = 0\n", "vision.threads", "1..64"),
+        ("[vision]\nsnapshot_retention_days = 0\n", "vision.snapshot_retention_days", "> 0"),
+        ("[vision]\nsnapshot_max_mb = -5\n", "vision.snapshot_max_mb", "> 0"),
+        ("[vision]\nblur = false\n", "vision.blur", "blur_off_reason"),
+        ("[vision]\nblur_off_reason = 'why'\n", "vision.blur_off_reason", "only meaningful with blur = false"),
+        ("[vision]\nmodel = 5\n", "vision.model", "path to an .onnx"),
+        ("[vision]\nmodle = 'x.onnx'\n", "vision.modle", "unknown key"),
+        ("[panel]\nenabled = 'yes'\n", "panel.enabled", "bool"),
+        ("[panel]\nprofile = 'Raspberry Pi'\n", "panel.profile", "gateway profile"),
+    ],
+)
+def test_bad_camera_keys_name_the_key(extra, key, words):
+    with pytest.raises(ConfigError) as e:
+        load(extra)
+    assert e.value.key == key, str(e.value)
+    assert e.value.file == "gateway.toml"
+    assert words in str(e.value), str(e.value)
+
+
+def test_camera_must_be_an_array_of_tables():
+    with pytest.raises(ConfigError, match=r"gateway.toml: camera: must be an array of \[\[camera\]\] tables"):
+        load(base="camera = 'east'\n" + BASE)
+
+
+def test_blur_may_be_turned_off_only_with_a_reason():
+    cfg = load("[vision]\nblur = false\nblur_off_reason = 'private yard, no public access'\n")
+    assert cfg.vision.blur is False and cfg.vision.blur_off_reason.startswith("private yard")
