@@ -32,6 +32,7 @@ it waits on is a seam, so tests can step through a pattern without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import logging
@@ -305,3 +306,39 @@ def doctor_jobs(cfg) -> tuple[Callable[[], Any], Callable[[], Any]]:
         return results
 
     return self_check, diagnostics
+
+
+async def drive(gateway, *, every_s: float = 2.0, pin_factory=None) -> None:
+    """The running gateway's panel task (``[panel] enabled = true``): builds the Panel from the
+    configured ``hw/gateways`` profile, keeps its LED in step with :func:`panel_state` every
+    ``every_s`` and releases the pins when cancelled. A panel that cannot start (pins busy, no
+    GPIO, a bad profile) is logged and counted in ``gateway.panel_error``; the gateway goes on.
+
+    >>> # gateway._tasks.append(asyncio.create_task(drive(gateway)))
+    """
+    from linli.hw import load_gateway_profile
+
+    loop = asyncio.get_running_loop()
+    check, diag = doctor_jobs(gateway.cfg)
+
+    def build():
+        profile = load_gateway_profile(gateway.cfg.panel.profile)
+        return Panel.from_profile(profile, self_check=check, diagnostics=diag, pin_factory=pin_factory)
+
+    try:
+        panel = await loop.run_in_executor(None, build)
+    except Exception as exc:  # GPIO is a convenience: never let it stop the gateway
+        log.error("panel: cannot start (%s); the gateway runs without its LED and button", exc)
+        gateway.panel_error = str(exc)
+        return
+    gateway.panel = panel
+    try:
+        while True:
+            try:
+                panel.set_state(await panel_state(gateway))
+            except Exception as exc:  # a state probe failing is itself worth showing
+                log.warning("panel: state probe failed: %s", exc)
+                panel.set_state("fault")
+            await asyncio.sleep(every_s)
+    finally:
+        panel.close()

@@ -71,6 +71,8 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
         self.vision = None  # linli.vision.pipeline.VisionPipeline when cameras run
+        self.panel = None  # linli.panel.Panel when [panel] is enabled and its pins could be claimed
+        self.panel_error: Optional[str] = None
         self.snapshots = None  # linli.vision.snapshots.SnapshotStore
         self.vision_error: Optional[str] = None  # why the cameras are off (model failed)
         self.snapshot_stats = {"published": 0, "failed": 0, "unreadable": 0}
@@ -105,6 +107,10 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._periodic(), name="periodic"))
         if cfg.cameras:
             await self._start_vision()
+        if cfg.panel.enabled:
+            from linli import panel
+
+            self._tasks.append(asyncio.create_task(panel.drive(self), name="panel"))
         self.started.set()
         log.info("gateway %s/%s running: local broker %s, %d serial port(s), uplink %s", cfg.gateway.site, cfg.gateway.id, "on" if cfg.local.enabled else "off", len(self.ports), "on" if self.uplink else "off")
         return self
