@@ -444,6 +444,28 @@ def asyncapi_document() -> dict:
         "parameters": dict(params, node={"$ref": "#/components/parameters/node"}),
         "messages": {"node_state": {"$ref": "#/components/messages/node_state"}},
     }
+    messages["snapshot"] = {
+        "name": "snapshot",
+        "title": "camera snapshot",
+        "summary": "A JPEG referenced from a camera lifecycle event's data.snapshots[] (by id, sha256 and size): "
+        "privacy masks blacked out and faces/people blurred before it was encoded (docs/privacy.md).",
+        "contentType": "image/jpeg",
+        "payload": {"type": "string", "format": "binary"},
+    }
+    channels["snapshot"] = {
+        "address": "linli/v1/{site}/{gateway}/snapshots/{snapshot}",
+        "title": "camera snapshots",
+        "description": "QoS 1, not retained, published after the event that references it; re-sent until "
+        "acknowledged and kept on the gateway no longer than its retention (vision.snapshot_retention_days).",
+        "parameters": dict(params, snapshot={"description": "the snapshot id: <event id>-crop or <event id>-frame"}),
+        "messages": {"snapshot": {"$ref": "#/components/messages/snapshot"}},
+    }
+    operations["publish_snapshot"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/snapshot"},
+        "messages": [{"$ref": "#/channels/snapshot/messages/snapshot"}],
+        "bindings": {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}},
+    }
     for cid in ("status", "node_state"):
         operations["publish_" + cid] = {
             "action": "send",
