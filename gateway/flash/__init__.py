@@ -1,0 +1,1 @@
+"""`linli flash`: write, deploy and provision nodes in the field (see docs/flashing.md)."""
