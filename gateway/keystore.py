@@ -31,7 +31,11 @@ _NODE = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
 
 
 class KeyStore:
-    def __init__(self, path: str | os.PathLike):
+    """``recheck_s``: how often a lookup looks for changes another process (``linli flash``,
+    ``--import-keys``) committed to the file; a change drops the cache, so a node flashed while
+    the gateway runs is accepted, and a replaced key takes over, within that time."""
+
+    def __init__(self, path: str | os.PathLike, *, recheck_s: float = 1.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
@@ -46,6 +50,9 @@ class KeyStore:
         except sqlite3.DatabaseError as exc:
             raise KeyStoreError("key store %s is unreadable: %s" % (self.path, exc)) from None
         self._lock = threading.Lock()
+        self.recheck_s = recheck_s
+        self._checked = time.monotonic()
+        self._version = self._data_version()
         self._cache: dict[str, Optional[tuple[LinkKeys, Role]]] = {}
 
     def add(self, node: str, role: str, key: bytes, *, replace: bool = False) -> None:
@@ -76,6 +83,13 @@ class KeyStore:
 
     def lookup(self, node: str) -> Optional[tuple[LinkKeys, Role]]:
         """(keys, role) for a registered node, None otherwise. Cached; safe from any thread."""
+        now = time.monotonic()
+        if now - self._checked >= self.recheck_s:
+            self._checked = now
+            version = self._data_version()
+            if version != self._version:  # another connection committed: keys may have changed
+                self._version = version
+                self._cache.clear()
         hit = self._cache.get(node, ...)
         if hit is not ...:
             return hit
@@ -86,6 +100,12 @@ class KeyStore:
             self._cache.clear()
         self._cache[node] = entry
         return entry
+
+    def _data_version(self) -> int:
+        # Changes whenever another connection commits to the file (not for our own commits,
+        # which already update the cache).
+        with self._lock:
+            return self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def nodes(self) -> list[tuple[str, str]]:
         with self._lock:
