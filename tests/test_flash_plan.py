@@ -162,6 +162,14 @@ def test_node_files_follow_the_board_profile():
     serial_cfg, serial_sec = provision.node_files(Identity("lamp-1", "streetlight", "esp32-devkitc", "dong-3"),
                                                   bytes(32), Network(transport="serial"))
     assert serial_cfg["transport"] == "serial" and "wifi_ssid" not in serial_sec
+    assert (serial_cfg["uart_tx"], serial_cfg["uart_rx"]) == (17, 16)
+
+
+def test_serial_link_needs_uart_pins_in_the_profile():
+    # The DevKitC bin map uses 16/17 for the sonar and fits no radio: without pins UART1 would
+    # land on the module's flash lines (GPIO 9/10).
+    with pytest.raises(PlanError, match=r"roles.bin has no uart_tx/uart_rx.*--transport mqtt"):
+        provision.node_files(Identity("bin-1", "bin", "esp32-devkitc", "dong-3"), bytes(32), Network(transport="serial"))
 
 
 def test_choose_key():

@@ -120,6 +120,11 @@ def node_files(ident: Identity, key: bytes, net: Network, *, report_s: Optional[
     }
     config.update(pins)
     if net.transport != "mqtt":
+        if pins.get("uart_tx") is None or pins.get("uart_rx") is None:
+            # With no pins the ESP32's UART1 falls back to GPIO 9/10, the module's flash lines.
+            raise PlanError(None, "hw/boards/%s.toml: roles.%s has no uart_tx/uart_rx for the serial link: "
+                            "wire the radio or RS-485 adapter and add both pins to the profile, or use --transport mqtt"
+                            % (ident.board, ident.role))
         config["transport"] = net.transport
     if net.port is not None:
         config["broker_port"] = net.port
