@@ -191,6 +191,33 @@ def test_wifi_loss_drops_the_session_and_reconnects(mpy, mosquitto_broker):
     assert len(connects) == 2
 
 
+def test_wifi_stack_restarts_after_repeated_failed_connects(mpy, mosquitto_broker):
+    """No access point for the first 3.5 s: with wifi_timeout_s 1 and wifi_reset_n 2, every
+    second failed attempt restarts the Wi-Fi stack (active False, then True), and the node
+    connects once the AP is back."""
+    peer = MqttPeer(mosquitto_broker)
+    world = {"wifi": {"ssid": "linli", "password": "pw", "up": [(0, False), (3500, True)]}}
+    f = files(mosquitto_broker, wifi_timeout_s=1, wifi_reset_n=2, bin={"count": 1, "period_ms": 100})
+    run = mpy.start(TICKER, world=world, files=f)
+    try:
+        peer.wait(lambda p: [s for s in p.new("telemetry") if "n" in s.body], timeout=20, what="a report")
+        r = run_with(peer, run, stop_after=0.2)
+    finally:
+        run.kill()
+    wifi = [e[2:] for e in r.events if e[0] == "wifi"]
+    # The radio is switched on once at boot, then each attempt is a connect; the failed ones end
+    # in a disconnect, and after every second one in a row the stack is restarted.
+    steps = []
+    for kind, arg in wifi:
+        steps.append("on" if (kind, arg) == ("active", True) else "off" if kind == "active" else kind)
+    assert steps[0] == "on" and steps[-1] == "connect", steps
+    fails = steps.count("disconnect")
+    assert fails >= 2, steps
+    assert steps[1:] == (["connect", "disconnect"] * 2 + ["off", "on"]) * (fails // 2) + ["connect", "disconnect"] * (fails % 2) + ["connect"], steps
+    assert r.stdout.count("restarting the Wi-Fi stack") == fails // 2, r.stdout
+    assert peer.kinds()[0] == "hello"
+
+
 def test_power_cut_mid_write_then_replay_up_to_the_last_whole_record(mpy, mosquitto_factory):
     broker = mosquitto_factory()
     broker.stop()  # nothing can be sent: every frame stays in the flash queue

@@ -42,3 +42,32 @@ def test_serial_link_over_a_pty_with_acks(mpy, serial_pty):
     # Synced over the line: frames after the sync carry the gateway's time.
     assert peer.new("hello")[0].ts == 0 and peer.new("command_result")[0].ts >= NOW
     assert not any(p.name.isdigit() for p in (r.flash / "q").iterdir()), "acked frames left in flash"
+
+
+def test_rs485_driver_enable_is_high_exactly_while_a_frame_goes_out(mpy, serial_pty):
+    """``uart_de``: the transceiver's DE pin rises before each wire frame is written and falls
+    only once its last byte is out (the sim's UART takes 10 bits a byte at the baud rate:
+    9600 baud here, ~1 ms a byte), then the bus is free again until the next frame."""
+    de_pin, baud = 21, 9600
+    peer = SerialPeer(serial_pty)
+    files = node_files(transport="serial", uart_id=1, uart_baud=baud, uart_de=de_pin, bin={"count": 3, "period_ms": 300})
+    run = mpy.start(TICKER, files=files, world={"uart": {1: {"device": serial_pty.device}}})
+    try:
+        peer.wait(lambda p: len([s for s in p.new("telemetry") if "n" in s.body]) == 3, what="3 reports")
+        r = run_with(peer, run, stop_after=0.5)
+    finally:
+        run.kill()
+    assert peer.errors == [] and peer.kinds()[0] == "hello"
+    writes = r.record["uart_tx"][1]
+    de = r.pin(de_pin)
+    assert len(writes) >= 5, writes  # hello, time_sync, 3 reports (and maybe a health report)
+    assert de[0][1] == 0 and de[-1][1] == 0, de  # made low (receiving), left low
+    # One pulse per frame: DE goes 1, 0, 1, 0, ... (never left high between frames).
+    assert [v for _, v in de[1:]] == [1, 0] * len(writes), de
+    for i, (ms, data) in enumerate(writes):
+        rise, fall = de[1 + 2 * i][0], de[2 + 2 * i][0]
+        on_wire_ms = -(-len(data) * 10000 // baud)  # ceil: the last stop bit
+        assert rise <= ms, (i, rise, ms)
+        assert fall >= ms + on_wire_ms, (i, ms, len(data), fall)  # not a byte cut off
+    # Every frame the node wrote reached the gateway whole.
+    assert len(peer.seen) == len(writes), peer.summary()

@@ -195,6 +195,42 @@ def test_a_card_wake_ends_in_a_deposit_event(mpy, helpers):
     assert "deadbeef" not in "".join(x for x in r.stdout.splitlines() if not x.startswith("{"))
 
 
+def test_the_card_reader_line_wakes_the_bin_on_ext1_and_the_card_becomes_a_deposit(mpy, helpers):
+    """Asleep with the RC522's IRQ line (GPIO 36, active low) armed on EXT1; the line goes low
+    (a card held up): the bin wakes with reason EXT1, keeps looking for the card (``card_s``),
+    reads it, and the lid and scale make it a deposit. The same card on a timer wake is missed."""
+
+    def events(r):
+        out = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+        return [o["body"] for o in out if o["k"] == "event"]
+
+    def world(line, t):
+        w = wake_world(lid_schedule=[[0, 0], [1600, 1], [2400, 0]],
+                       frames_ms=[*range(100, 1600, 100), *range(3000, 6000, 100)])
+        w["pins"]["36"] = line  # the card reader's IRQ line: 1 idle, 0 a card in the field
+        w["time"] = t
+        return w
+
+    t0 = 1718900000
+    # 1. A first boot with the line idle: the role arms the lid (EXT0) and the line (EXT1, all
+    #    low) and sleeps. The card shown at 1.2 s is not looked for: no deposit.
+    r1 = mpy.run(main="bin_wake:main_card_wake", world=world(1, t0), extra_path=helpers, timeout=60).expect_ok()
+    assert r1.end == "deepsleep", r1.describe()
+    assert r1.record["wake"]["ext1"]["pins"] == [36] and r1.record["wake"]["ext1"]["level"] == 0
+    assert r1.record["wake"]["ext0"]["pins"] == [27]
+    assert events(r1) == [], r1.stdout
+    # 2. While it sleeps a card comes near: the line is low when the chip wakes. No test
+    #    override of the wake reason: the sim derives EXT1 from what was armed and the line.
+    r2 = mpy.run(main="bin_wake:main_card_wake", world=world(0, t0 + 300), extra_path=helpers, timeout=60).expect_ok()
+    assert r2.reset_cause == "DEEPSLEEP_RESET" and r2.record["wake_reason"] == 3, r2.describe()
+    assert events(r2) == [{"ev": "deposit", "card": "cafef00d", "w_g": 500, "cat": "kitchen"}], r2.stdout
+    assert r2.end == "deepsleep" and r2.record["wake"]["ext1"]["pins"] == [36]
+    assert "cafef00d" not in "".join(x for x in r2.stdout.splitlines() if not x.startswith("{"))
+    # 3. A timer wake (line idle) with the same late card: the role does not wait for cards.
+    r3 = mpy.run(main="bin_wake:main_card_wake", world=world(1, t0 + 600), extra_path=helpers, timeout=60).expect_ok()
+    assert r3.record["wake_reason"] == 4 and events(r3) == [], r3.stdout
+
+
 # -- the whole node: runtime + bin role over MQTT, a gateway peer -----------------------------
 
 @pytest.mark.mosquitto
@@ -228,6 +264,49 @@ def test_bin_node_reports_takes_a_command_and_sleeps_until_the_next_wake(mpy, mo
     health = [s.body for s in peer.new("telemetry") if "heap" in s.body]
     print("bin node: free heap at the health report %s bytes (64-bit host)" % [h["heap"] for h in health])
     assert json.loads((mpy.flash / "bin.cfg").read_text()) == {"report_s": 600}
+
+
+_RELEASE_PROBE = """
+import json, sys
+import _sim
+from roles import bin as b
+_rel = b.Bin._release
+def _release(self):
+    seen = {"k": "release", "ms": _sim.ms(), "link": "node.mqttlink" in sys.modules,
+            "before": sorted(m for m in sys.modules if m.startswith("drivers") or m == "roles.bin_core")}
+    _rel(self)
+    seen["after"] = sorted(m for m in sys.modules if m.startswith("drivers") or m == "roles.bin_core")
+    print(json.dumps(seen))
+b.Bin._release = _release
+from node import runtime
+runtime.main()
+"""
+
+
+@pytest.mark.mosquitto
+def test_the_bin_brings_its_link_up_only_once_its_work_is_queued(mpy, mosquitto_broker):
+    """Role.link_later: the bin reads, decides and queues with no link code on the heap, then
+    drops its drivers and core; only then is the MQTT link imported and connected. Wi-Fi
+    associates from boot all the same, and every frame goes out in counter order."""
+    from node_peer import MqttPeer, node_files, run_with
+
+    peer = MqttPeer(mosquitto_broker)
+    world = wake_world()
+    del world["time"], world["spi"]
+    files = node_files(broker_port=mosquitto_broker.port, bat_pin=35, report_s=300,
+                       bin={"rfid": False, "cat": "recyclable"})
+    r = run_with(peer, mpy.start(_RELEASE_PROBE, world=world, files=files), timeout=30)
+    assert r.end == "deepsleep", r.describe() + peer.summary()
+    seen, = [json.loads(x) for x in r.stdout.splitlines() if x.startswith('{"k": "release"')]
+    assert seen["link"] is False, seen  # no link code while the role worked
+    assert "drivers.a02yyuw" in seen["before"] and "roles.bin_core" in seen["before"], seen
+    assert seen["after"] == [], seen  # their code went before the link came
+    wifi = [e for e in r.events if e[0] == "wifi" and e[2] == "connect"]
+    assert len(wifi) == 1 and wifi[0][1] < seen["ms"], (wifi, seen)  # associating meanwhile
+    kinds = [s.kind for s in peer.new()]
+    assert kinds[0] == "hello" and "telemetry" in kinds and kinds[-1] == "status", peer.summary()
+    counters = [s.counter for s in peer.new() if s.kind != "time_sync"]
+    assert counters == sorted(counters)
 
 
 def test_a_bin_wake_with_an_hcsr04(mpy, helpers):

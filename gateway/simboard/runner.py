@@ -53,8 +53,10 @@ a *schedule* is a list of ``(at_ms, value)`` pairs, in ms since the start of the
 
 A DS18B20 of the world shows its power-on scratchpad (85 degC) until its first CONVERT T, then
 each conversion takes the next ``temp`` (the last one repeats); its scratchpad carries the CRC-8
-a real one does. ``esp32.wake_on_ext0/ext1`` are recorded, not acted on (the next run's wake
-reason still follows from the last run, or the world's ``wake_reason``).
+a real one does. ``esp32.wake_on_ext0/ext1`` are recorded and act on the next run: after a
+deep sleep, an armed pin that the next world holds at the armed level from its start (EXT1: all
+its pins low, or any high) makes the wake reason EXT0/EXT1, else it is the timer's; the world's
+``wake_reason`` overrides that.
 
 Between runs: the flash folder persists; deepsleep(ms) makes the next run wake with
 DEEPSLEEP_RESET/TIMER_WAKE, RTC moved on by ms and RTC memory kept; machine.reset() gives

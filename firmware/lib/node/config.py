@@ -12,7 +12,7 @@ authenticates it::
      "broker_password": "..."}
 
 or, on a serial line, ``"transport": "serial"`` with ``uart_id``/``uart_baud``/``uart_tx``/
-``uart_rx`` instead of the Wi-Fi and broker keys. ``config.json`` holds the tunables below; any
+``uart_rx`` (and ``uart_de`` on RS-485) instead of the Wi-Fi and broker keys. ``config.json`` holds the tunables below; any
 key may sit in either file except the secrets (``key``, ``wifi_password``,
 ``broker_password``), which ``config.json`` may not hold. Keys starting with ``_`` are comments.
 A role's own settings sit in an object under the role's name (``"bin": {"full_pct": 85}``) and
@@ -35,14 +35,16 @@ keepalive_s         60          MQTT keepalive; a PINGREQ goes out every half of
 uart_id             1           UART number, and its pins (null: the board's default)
 uart_baud           115200
 uart_tx, uart_rx    null
+uart_de             null        RS-485 driver enable (DE, tied to /RE): high while sending; null: none
 report_s            300         the role's reporting period
 health_s            3600        health report period (telemetry: up, heap, q, drop, rssi, bat)
 ack_timeout_s       10          resend a frame not acknowledged after this long
 backoff_min_ms      500         reconnect backoff: doubles from min to max, with jitter
 backoff_max_s       60
 wifi_timeout_s      20          give up one Wi-Fi attempt after this long
+wifi_reset_n        5           after this many failed attempts in a row, restart the Wi-Fi stack
 queue_bytes         16384       offline queue bound (live frames, bytes) ...
-queue_frames        256         ... and count
+queue_frames        64          ... and count (16 bytes of heap each, plus a quarter for alarms)
 wdt_s               30          hardware watchdog timeout; 0 = no watchdog (bench only)
 healthy_s           60          a boot that runs this long with its link up counts as healthy
 safe_boots          3           this many boots in a row that never got healthy: safe mode
@@ -85,14 +87,16 @@ _SPEC = (
     ("uart_baud", 115200, _INT, (1200, 2000000)),
     ("uart_tx", None, _PIN, None),
     ("uart_rx", None, _PIN, None),
+    ("uart_de", None, _PIN, None),
     ("report_s", 300, _INT, (5, None)),
     ("health_s", 3600, _INT, (1, None)),
     ("ack_timeout_s", 10, _INT, (1, 3600)),
     ("backoff_min_ms", 500, _INT, (10, 60000)),
     ("backoff_max_s", 60, _INT, (1, 3600)),
     ("wifi_timeout_s", 20, _INT, (1, 300)),
+    ("wifi_reset_n", 5, _INT, (1, 1000)),
     ("queue_bytes", 16384, _INT, (1024, None)),
-    ("queue_frames", 256, _INT, (8, 1024)),
+    ("queue_frames", 64, _INT, (8, 1024)),
     ("wdt_s", 30, _INT, (0, 600)),
     ("healthy_s", 60, _INT, (1, 3600)),
     ("safe_boots", 3, _INT, (2, 100)),

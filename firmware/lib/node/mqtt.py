@@ -35,7 +35,10 @@ PINGREQ = const(0xC0)
 PINGRESP = const(0xD0)
 DISCONNECT = const(0xE0)
 
-_BUF = const(512)  # a link frame (250) + topic + headers fits with room to spare
+# A PUBLISH of a link frame (250) on a node's topic (at most 32) with its headers takes 289;
+# CONNECT with a broker password up to ~220 bytes fits too. A bigger PUBLISH is sent in two
+# writes, a bigger incoming packet skipped (read()).
+_BUF = const(320)
 _ECONNRESET = const(104)
 _MAX_UNACKED = const(64)
 

@@ -5,7 +5,9 @@ that makes a connection good: Wi-Fi up, the broker's address (resolved once, at 
 connection, then kept), connecting with jittered exponential backoff, the session (client id
 and user = node id, clean session, last will ``offline`` retained on ``avail``), subscribing to
 ``down``, publishing ``online`` retained, keepalive pings, and noticing a dead link (Wi-Fi
-lost, broker gone, no PINGRESP)::
+lost, broker gone, no PINGRESP). After ``wifi_reset_n`` failed Wi-Fi attempts in a row the
+Wi-Fi stack is restarted (``active(False)``, ``active(True)``): an ESP32's driver can get stuck
+in a state where it never associates again until then::
 
     link = MQTTLink(hal, cfg, on_frame, on_state)
     asyncio.create_task(link.run())        # forever; never raises
@@ -62,6 +64,8 @@ class MQTTLink:
         self._min = cfg["backoff_min_ms"]
         self._max = cfg["backoff_max_s"] * 1000
         self._ka = cfg["keepalive_s"]
+        self.wifi_fails = 0  # failed Wi-Fi attempts in a row
+        self.assoc = False  # True: the association was started already (the node, at boot)
         self.beat = time.ticks_ms()  # last sign of life of run(), for the watchdog
 
     def _msg(self, topic, payload):
@@ -106,18 +110,29 @@ class MQTTLink:
     async def _wifi(self):
         w = self._hal.wlan()
         if w.isconnected():
+            self.wifi_fails = 0
             return
         cfg = self._cfg
-        w.active(True)
-        w.connect(cfg["wifi_ssid"], cfg["wifi_password"])
+        if self.assoc:  # under way since boot: a second connect() would start it over
+            self.assoc = False
+        else:
+            w.active(True)
+            w.connect(cfg["wifi_ssid"], cfg["wifi_password"])
         end = time.ticks_add(time.ticks_ms(), cfg["wifi_timeout_s"] * 1000)
         while not w.isconnected():
             if time.ticks_diff(end, time.ticks_ms()) <= 0:
                 st = w.status()
                 w.disconnect()
+                self.wifi_fails += 1
+                if self.wifi_fails >= cfg["wifi_reset_n"]:
+                    log("wifi", "%d failed attempts: restarting the Wi-Fi stack", self.wifi_fails)
+                    self.wifi_fails = 0
+                    w.active(False)
+                    w.active(True)
                 raise OSError("wifi: no connection to %s (status %s)" % (cfg["wifi_ssid"], st))
             self.beat = time.ticks_ms()
             await asyncio.sleep_ms(100)
+        self.wifi_fails = 0
         log("wifi", "connected to %s, rssi %s", cfg["wifi_ssid"], self._hal.rssi())
 
     def _resolve(self):

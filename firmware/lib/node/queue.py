@@ -4,7 +4,7 @@ Every frame a node sends is appended here first and sent from here; it is delete
 gateway's ``ack`` for its counter arrives (docs/protocol.md, section 3), so neither a broken
 link nor a reboot nor a power loss loses it::
 
-    q = FrameQueue("q", max_bytes=16384, max_frames=256)
+    q = FrameQueue("q", max_bytes=16384, max_frames=64)
     q.open()                                  # at boot: scan the log, drop a torn tail record
     q.put(frame_mv, alarm=False)              # False if it was dropped (queue full)
     i = q.due(time.ticks_ms(), 10000, 32)     # next frame to (re)send, in counter order, or -1
@@ -60,7 +60,7 @@ def _counter(frame):
 class FrameQueue:
     """Frames waiting for their ack, in a flash segment log; see the module docstring."""
 
-    def __init__(self, path="q", max_bytes=16384, max_frames=256, seg_bytes=0):
+    def __init__(self, path="q", max_bytes=16384, max_frames=64, seg_bytes=0):
         self.path = path
         self.max_bytes = max_bytes
         self.max_frames = max_frames

@@ -45,6 +45,12 @@ quick: return None, a dict (its keys go into the ``command_result`` next to ``id
 Ops starting with ``node.`` are the runtime's own (``node.health``, ``node.reboot``,
 ``node.sync``, ``node.info``).
 
+A role that works offline first (the bin: read, decide, queue, then flush and sleep) sets
+``link_later = True``: the node then imports and starts its link only when the role first
+waits for it (``idle``/``sleep``) or calls ``node.online()``, so the role can drop what it no
+longer needs before the link takes its share of the heap. On Wi-Fi the association starts at
+boot all the same.
+
 Roles are named in :data:`ROLES` (``name -> "module:Class"``) and imported only when used, so a
 missing or broken role module fails that node's boot with a clear message and nothing else.
 """
@@ -76,6 +82,7 @@ class Role:
     """Base class of the roles; see the module docstring."""
 
     name = "role"
+    link_later = False  # see the module docstring
 
     def __init__(self, node, hal, cfg):
         self.node = node

@@ -9,7 +9,8 @@ Tasks of the loop (each in its own failure domain; an exception in one is a cras
 then a reboot):
 
 * the link (:class:`node.mqttlink.MQTTLink` or :class:`node.seriallink.SerialLink`), which
-  hands downlink frames to :meth:`Node._on_frame` (acks, time sync, commands);
+  hands downlink frames to :meth:`Node._on_frame` (acks, time sync, commands); a role with
+  ``link_later`` (the bin) gets it only when it first waits for it (:meth:`Node.online`);
 * the sender: frames go from the flash queue to the link in counter order, at most 32 in flight,
   resent after ``ack_timeout_s`` and after every reconnect;
 * time sync, the health report and the watchdog (:mod:`node.upkeep`, a mixin of Node);
@@ -19,6 +20,12 @@ Frames the node sends: ``hello`` at boot (``{"fw","rc","bc","sm"}``), the role's
 events, health reports, ``command_result``, ``status`` before deep sleep; every one is sealed
 with the next counter, queued in flash and deleted only when its ack arrives. A crash is logged
 and its text kept in RTC memory for ``node.info`` (``err``).
+
+**Heap at boot.** The order keeps the big transient things apart: the config checks are
+unloaded before the HAL, the role is built (its settings module loaded and unloaded, its
+drivers made) before the link's code is imported, and command handling lives in
+:mod:`node.cmd`: imported at boot for always-on roles, at the first command for a
+``link_later`` one (most bin wakes get none).
 
 A crash always ends in a reboot, even when the heap is full (a leak, then a MemoryError): the
 watchdog stops being fed as the crash handler starts, so it bites should the handler fail or
@@ -57,6 +64,31 @@ def _json(body):
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+class _Later:
+    """The link while a role defers it (``Role.link_later``): down, never stuck (the watchdog
+    reads ``beat``), no task. On Wi-Fi it starts the association at once, so that goes on
+    while the role works."""
+
+    up = False
+    run = None
+
+    def __init__(self, hal, cfg):
+        if cfg["transport"] == "mqtt":
+            w = hal.wlan()
+            w.active(True)
+            w.connect(cfg["wifi_ssid"], cfg["wifi_password"])
+
+    @property
+    def beat(self):
+        return time.ticks_ms()
+
+    def rssi(self):
+        return None
+
+    async def send(self, frame):
+        raise OSError("link down")
+
+
 class Node(Upkeep):
     """One node: its keys, counter, queue, link and role. Build it at boot (it reads flash);
     ``await node.run()`` runs it. ``role`` overrides the role class of the config (tests)."""
@@ -70,7 +102,7 @@ class Node(Upkeep):
         self.boot = BootState(hal)
         self.safe = self.boot.begin(cfg["safe_boots"])
         self.reset_cause = hal.reset_cause()
-        self.keys = LinkKeys(unhexlify(cfg["key"]))
+        self.keys = LinkKeys(unhexlify(cfg.pop("key")))  # the hex text need not stay in RAM
         self.ctr = Reservation(CTR_FILE)
         try:
             self.win = Window.load(WIN_FILE)
@@ -89,7 +121,6 @@ class Node(Upkeep):
         self._synced = asyncio.Event()  # a time_sync arrived
         self._kick = asyncio.Event()  # a health report is wanted now
         self._linked = asyncio.Event()  # the link came up, or the queue emptied
-        self._role_cls = role
         self.role = None
         self.rejected = 0  # downlink frames refused (bad tag, replayed, ...)
         self._win_dirty = 0  # ticks of the first unsaved window update, 0 = saved
@@ -98,13 +129,42 @@ class Node(Upkeep):
         self._ok = False
         self._crashing = False  # set by the crash handler: the watchdog is no longer fed
         self._reserve = bytearray(_RESERVE)  # given back by the crash handler
-        if cfg["transport"] == "serial":
-            from node.seriallink import SerialLink as Link
-        else:
-            from node.mqttlink import MQTTLink as Link
-        self.link = Link(hal, cfg, self._on_frame, self._on_state)
         log("node", "%s (%s) fw %s boot %d rc %s%s", self.id, cfg["role"], VERSION, self.boot.boots,
             self.reset_cause, " SAFE MODE" if self.safe else "")
+        # The role is built before the link's code is imported: its boot (the settings module
+        # and tables, released again, and its drivers) and the link are never on the heap at
+        # once. An error here is raised again by the role task: a crash like any other.
+        self._role_err = None
+        if not self.safe:
+            try:
+                if role is None:
+                    from node.role import load
+
+                    role = load(cfg["role"])
+                self.role = role(self, hal, cfg)
+            except Exception as e:
+                self._role_err = e
+        gc.collect()
+        if getattr(self.role, "link_later", False):
+            self.link = _Later(hal, cfg)  # until the role first waits for the link: online()
+        else:
+            # An always-on role takes commands all day (pet.status after every scan): their
+            # module is loaded now, while the heap is in one piece, not in the middle of a scan.
+            from node import cmd  # noqa: F401
+            self._link()
+
+    def _link(self):
+        cfg = self.cfg
+        if cfg["transport"] == "serial":
+            from node.seriallink import SerialLink
+
+            self.link = SerialLink(self.hal, cfg, self._on_frame, self._on_state)
+            return
+        from node.mqttlink import MQTTLink
+
+        link = MQTTLink(self.hal, cfg, self._on_frame, self._on_state)
+        link.assoc = isinstance(getattr(self, "link", None), _Later)  # it started the association
+        self.link = link
 
     # -- what roles use -------------------------------------------------------------------
 
@@ -146,8 +206,17 @@ class Node(Upkeep):
             self._ok = True
             self.boot.healthy()
 
+    def online(self):
+        """Bring the link up now, if the role deferred it (``Role.link_later``); idle() and
+        sleep() do it too."""
+        if isinstance(self.link, _Later):
+            gc.collect()
+            self._link()
+            asyncio.create_task(self._guard("link", self.link.run))
+
     async def idle(self, timeout_s):
         """Wait until every queued frame is acked (True) or ``timeout_s`` passed (False)."""
+        self.online()
         end = time.ticks_add(time.ticks_ms(), int(timeout_s * 1000))
         while self.queue.live:
             left = time.ticks_diff(end, time.ticks_ms())
@@ -182,25 +251,15 @@ class Node(Upkeep):
         self.hal.deepsleep(int(seconds * 1000))
 
     def info(self):
-        """Diagnostics for ``node.info`` / ``diag.info``: ``fw``, ``up``, ``heap``, ``q`` (as in
-        docs/protocol.md section 8), and ``rc``, ``bc``, ``sm``, ``fails`` (crash boots),
-        ``drop`` (not yet reported), ``rx_bad`` (downlink frames refused), ``ctr`` (next
-        counter), ``err`` (why it last crashed). Sized to fit one frame."""
-        gc.collect()
-        d = {
-            "fw": VERSION, "up": self.uptime(), "heap": gc.mem_free(), "q": self.queue.live,
-            "rc": self.reset_cause, "bc": self.boot.boots, "sm": 1 if self.safe else 0,
-            "fails": self.boot.fails, "drop": self.queue.dropped, "rx_bad": self.rejected,
-            "ctr": self.ctr.peek(),
-        }
-        if self.boot.err:
-            d["err"] = self.boot.err[:32]
-        return d
+        """Diagnostics for ``node.info`` / ``diag.info`` (see :func:`node.cmd.info`)."""
+        from node import cmd
+
+        return cmd.info(self)
 
     def leave_safe_mode(self):
         """Clear the crash-boot count and reboot (soon, once the result is acked)."""
         self.boot.clear()
-        asyncio.create_task(self._reboot())
+        asyncio.create_task(self.reboot_soon())
 
     # -- boot and the loop ----------------------------------------------------------------
 
@@ -211,7 +270,8 @@ class Node(Upkeep):
         for name, fn in (("link", self.link.run), ("sender", self._sender),
                          ("watchdog", self._watchdog), ("time", self._timesync),
                          ("health", self._health), ("role", self._role)):
-            asyncio.create_task(self._guard(name, fn))
+            if fn is not None:
+                asyncio.create_task(self._guard(name, fn))
         gc.collect()
         await asyncio.Event().wait()  # forever: the tasks end the run (reset, deep sleep)
 
@@ -259,22 +319,21 @@ class Node(Upkeep):
             pass
         self.hal.reset()
 
-    async def _reboot(self):
+    async def reboot_soon(self):
+        """Reboot once what is queued went out (or after a few seconds)."""
         await self.idle(_CRASH_FLUSH_S)
         self._save_window()
         self.hal.reset()
 
     async def _role(self):
+        e = self._role_err
+        if e is not None:  # the role failed to build at boot: crash now (see __init__)
+            self._role_err = None
+            raise e
         if self.safe:
-            from node.role import Diagnostics as cls
-        elif self._role_cls is not None:
-            cls = self._role_cls
-        else:
-            from node.role import load
+            from node.role import Diagnostics
 
-            cls = load(self.cfg["role"])
-        self.role = cls(self, self.hal, self.cfg)
-        gc.collect()
+            self.role = Diagnostics(self, self.hal, self.cfg)
         await self.role.run()
 
     # -- the link -------------------------------------------------------------------------
@@ -342,60 +401,21 @@ class Node(Upkeep):
                 self._synced.set()
                 log("node", "time set to %d (was %d)", t, old)
         elif k == frame.COMMAND:
-            self._command(p)
+            from node import cmd  # loaded at the first command, then kept
 
-    def _command(self, p):
-        cid = p.get("id")
-        op = p.get("op")
-        args = p.get("a") or {}
-        try:
-            if not isinstance(op, str):
-                raise ValueError("bad_op")
-            if op.startswith("node."):
-                res = self._node_command(op, args)
-            elif self.role is None:
-                raise ValueError("not_ready")
-            else:
-                res = self.role.on_command(op, args)
-            body = {"id": cid, "ok": True}
-            if isinstance(res, dict):  # the result's keys go next to id and ok
-                for k in res:
-                    if k != "id" and k != "ok":
-                        body[k] = res[k]
-            elif res is not None:
-                body["r"] = res
-        except Exception as e:
-            body = {"id": cid, "ok": False, "err": (str(e) or type(e).__name__)[:40]}
-        try:
-            self.send(frame.COMMAND_RESULT, body)
-        except ValueError:  # the result does not fit in a frame
-            self.send(frame.COMMAND_RESULT, {"id": cid, "ok": False, "err": "too_large"})
-
-    def _node_command(self, op, args):
-        if op == "node.info":
-            return self.info()
-        if op == "node.health":
-            self._kick.set()
-            return None
-        if op == "node.sync":
-            self.boot.sync_at = 0
-            return None
-        if op == "node.reboot":
-            asyncio.create_task(self._reboot())
-            return None
-        raise ValueError("unknown_op")
+            cmd.handle(self, p)
 
     # -- tasks ----------------------------------------------------------------------------
 
     async def _sender(self):
         q = self.queue
-        link = self.link
         buf = self._sbuf
         mv = memoryview(buf)
         ack_ms = self.cfg["ack_timeout_s"] * 1000
         while True:
             self._sender_beat = time.ticks_ms()
             self._wake.clear()
+            link = self.link  # a deferred link is swapped in by online()
             if link.up:
                 i = q.due(time.ticks_ms(), ack_ms, _MAX_INFLIGHT)
                 if i >= 0:

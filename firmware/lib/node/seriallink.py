@@ -14,6 +14,12 @@ other nodes on the bus are dropped by the caller.
 The UART is polled with ``any()`` every ``_POLL_MS``: that works alike on every port and in the
 simulator, and the UART's receive buffer (1 KiB) holds more than 50 ms of bytes at any baud
 rate a radio uses.
+
+**RS-485** is half duplex: with ``uart_de`` set, that GPIO drives the transceiver's DE (tied
+to /RE, as on a MAX485 board) high just before a wire frame is written and low again once its
+last stop bit is out (``UART.txdone()``), so the bus is free for the gateway's answer and the
+node does not hear its own frames. The wait sleeps for most of the frame's time on the wire and
+polls ``txdone()`` only for the rest, so the loop is never blocked.
 """
 
 import asyncio
@@ -39,6 +45,7 @@ class SerialLink:
         self.connects = 0
         self.errors = 0  # bad_crc / too_large wire frames
         self._uart = None
+        self._de = None  # the RS-485 driver-enable pin, made in run()
         self._dec = serial.Decoder()
         self._rx = bytearray(128)
         self._tx = bytearray(serial.WIRE_MAX)
@@ -52,6 +59,8 @@ class SerialLink:
     async def run(self):
         cfg = self._cfg
         self._uart = u = self._hal.uart(cfg["uart_id"], cfg["uart_baud"], cfg["uart_tx"], cfg["uart_rx"])
+        if cfg.get("uart_de") is not None:
+            self._de = self._hal.pin(cfg["uart_de"], "out", value=0)  # receiving until we send
         self.connects = 1
         self.up = True
         log("serial", "UART %d at %d baud", cfg["uart_id"], cfg["uart_baud"])
@@ -80,7 +89,22 @@ class SerialLink:
             raise OSError("link down")
         async with self._lock:
             n = serial.wire(frame, self._tx)
-            self._uart.write(memoryview(self._tx)[0:n])
+            u = self._uart
+            de = self._de
+            if de is None:
+                u.write(memoryview(self._tx)[0:n])
+            else:
+                de.value(1)
+                try:
+                    u.write(memoryview(self._tx)[0:n])
+                    # 10 bits a byte on the wire: sleep most of it, then poll for the last bit.
+                    ms = n * 10000 // self._cfg["uart_baud"]
+                    if ms > 2:
+                        await asyncio.sleep_ms(ms - 2)
+                    while not u.txdone():
+                        await asyncio.sleep_ms(0)
+                finally:
+                    de.value(0)  # even when cancelled: never hold the bus
         await asyncio.sleep_ms(0)
 
     async def asleep(self, until, timeout_ms=0):

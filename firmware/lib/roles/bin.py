@@ -7,10 +7,15 @@ HAL's pins and buses feed, sends what the core says and deep-sleeps::
             "hx_scale": 21.5, "hx_offset": -81234, "pins": {"lid": 27, "tilt": null}}
 
 One wake (``run()``): start the DS18B20 conversion, take ``pings`` sonar distances, weigh,
-read the lid, tilt switch and battery, read the temperature, report (telemetry of changed
-values + events); if a card is on the reader, follow the deposit (lid open, lid closed, weight
-settled) and report it; wait for the acks (commands such as ``bin.config`` arrive then); keep
-the core's state in flash; deep sleep ``report_s`` (``alarm_s`` during a fire risk).
+read the lid, tilt switch (a ball switch on ``pins.tilt`` with the pull-up, closed when
+tipped: tilt 90, else 0; there is no accelerometer) and battery, read the temperature, report
+(telemetry of changed values + events); if a card is on the reader, follow the deposit (lid
+open, lid closed, weight settled) and report it; keep the core's state in flash; drop the
+drivers and the core (their code too); wait for the acks (commands such as ``bin.config``
+arrive then: the core is rebuilt from flash for them); deep sleep ``report_s`` (``alarm_s``
+during a fire risk). The role sets ``link_later``: the node brings its link up only when the
+role first waits for it, so the sensor work and the link never share the heap (Wi-Fi
+associates meanwhile all the same).
 
 The settings (keys, defaults, pins) are in :mod:`roles.settings`. The card's UID goes into
 the ``deposit`` event only (inside the encrypted payload); it is never logged. Wake sources
@@ -26,8 +31,7 @@ from time import ticks_add, ticks_diff, ticks_ms
 from micropython import const
 
 from node.role import Role
-from roles import bin_core
-from roles.common import ALARMS, load_json, save_json
+from roles.common import ALARMS, load_json, save_json, unload
 
 STATE_FILE = "bin.st"  # the core's memory between wakes
 CONFIG_FILE = "bin.cfg"  # what bin.config commands changed
@@ -38,6 +42,7 @@ _HCSR04_GAP_MS = const(60)
 
 class Bin(Role):
     name = "bin"
+    link_later = True  # the link comes up once the wake's work is queued: see run()
 
     def __init__(self, node, hal, cfg):
         super().__init__(node, hal, cfg)
@@ -83,6 +88,7 @@ class Bin(Role):
                 node.log("card reader: %s", e)
                 self.errors += 1
         self.core = None
+        self.sleep_s = None  # this wake's sleep, once its work is done
 
     # -- sensors ---------------------------------------------------------------------------
 
@@ -187,7 +193,7 @@ class Bin(Role):
         node = self.node
         hal = self.hal
         c = self.c
-        core = self.core = bin_core.BinCore(c, self.cfg["report_s"], load_json(STATE_FILE), load_json(CONFIG_FILE))
+        core = self.core = self._core()
         # "timer"; "pin" (EXT0: the lid) or "pins" (EXT1: the card reader's wake line); None
         # after a power-on or reset.
         reason = hal.wake_reason()
@@ -221,11 +227,27 @@ class Bin(Role):
             tele, evs = core.update(hal.time(), await self.read())
             self._send(tele, evs)
         save_json(STATE_FILE, core.state())
-        await node.idle(self.cfg.get("sleep_flush_s", 10))  # acks, and commands for us
-        self._arm_wakes()
         if self._hx is not None:
             self._hx.power_down()  # ~1 uA instead of 1.5 mA (if the HAL holds the pin in sleep)
-        await node.sleep(core.sleep_s())
+        self.sleep_s = core.sleep_s()
+        self._release()
+        # The link comes up now (link_later): the queued reports go out, commands come in.
+        await node.idle(self.cfg.get("sleep_flush_s", 10))
+        self._arm_wakes()
+        await node.sleep(self.sleep_s)
+
+    def _core(self):
+        from roles import bin_core
+
+        return bin_core.BinCore(self.c, self.cfg["report_s"], load_json(STATE_FILE), load_json(CONFIG_FILE))
+
+    def _release(self):
+        """The wake's work is done and queued: drop the drivers and the core, and their code,
+        before the node brings the link up (on a bin, the two never share the heap)."""
+        self._sonar = self._hx = self._ds = self._rfid = self.core = None
+        for m in ("roles.bin_core", "drivers.a02yyuw", "drivers.hcsr04", "drivers.hx711", "drivers.ds18b20",
+                  "drivers.mfrc522", "filters", "drivers.errors", "drivers"):
+            unload(m)
 
     def _arm_wakes(self):
         f = getattr(self.hal, "wake_on_pin", None)
@@ -240,12 +262,12 @@ class Bin(Role):
 
     def on_command(self, op, args):
         if op == "bin.config":
-            core = self.core
-            if core is None:
-                raise ValueError("not_ready")
+            # After the wake's work (run(): _release) the core is rebuilt from flash for it.
+            core = self.core or self._core()
             err = core.configure(args)
             if err:
                 raise ValueError(err)
             save_json(CONFIG_FILE, core.overrides)
+            self.sleep_s = core.sleep_s()  # a new report_s counts for this sleep already
             return None
         return Role.on_command(self, op, args)

@@ -33,8 +33,10 @@ The settings (keys and defaults) are in :mod:`roles.settings`.
   since the last wake (at least 30 s before) and is above ``rise_min_c``; re-arms when 5 degC
   under ``fire_c`` and rising at under half the rate. While it is set the bin wakes every
   ``alarm_s`` instead of every ``report_s``;
-* ``tipped`` at ``tilt_deg``, re-armed under half of it. ``tilt`` is in degrees: from an
-  accelerometer when there is one, else a tilt switch read as 0 (upright) or 90 (tipped);
+* ``tipped`` at ``tilt_deg``, re-armed under half of it. ``tilt`` is in degrees, so an
+  accelerometer could feed it; the firmware reads a tilt switch only (the glue maps it to 0,
+  upright, or 90, tipped: any ``tilt_deg`` up to 90 means "the switch closed"; there is no
+  accelerometer driver);
 * ``battery_low`` under ``bat_low_v``, re-armed at ``bat_low_v + bat_hyst_v``;
 * ``deposit``: a card read, the lid opens (within ``lid_wait_s``), the lid closes (within
   ``open_max_s``), the weight settles for ``settle_s``: ``{"card": UID hex, "w_g": grams

@@ -17,16 +17,24 @@ The settings (keys, defaults, pins) are in :mod:`roles.settings`.
 
 Commands: ``lamp.mode``, ``lamp.level``, ``lamp.schedule``, ``lamp.test`` (what they change,
 except the test, is kept in flash and survives a reboot); ``node.info`` is the runtime's.
+
+The day's energy sums (``energy_daily``) are kept in flash (``streetlight.en``, written
+atomically at the first synced tick, then every ``_ENERGY_SAVE_S`` of uptime and at each
+local midnight), so a reboot loses at most that much of the day's energy, not the day.
 """
 
 import asyncio
 from time import ticks_diff, ticks_ms
+
+from micropython import const
 
 from node.role import Role
 from roles import streetlight_core as core_mod
 from roles.common import ALARMS, load_json, save_json
 
 SETTINGS_FILE = "streetlight.cfg"
+ENERGY_FILE = "streetlight.en"
+_ENERGY_SAVE_S = const(600)  # flash writes: 144 a day, each a few dozen bytes
 
 
 class Streetlight(Role):
@@ -59,7 +67,8 @@ class Streetlight(Role):
             self.pir = PIR(hal.pin(p["pir"], "in"))
         lamp = self.lamp
         self.core = core_mod.StreetlightCore(c, cfg["report_s"], lambda lv: lamp.duty(lv) / 65535 if lv else 0,
-                                             load_json(SETTINGS_FILE))
+                                             load_json(SETTINGS_FILE), load_json(ENERGY_FILE))
+        self._en_at = None  # self.now() of the last energy save
         self._now_ms = 0  # monotonic ms since boot, summed from tick differences (no wrap)
         self._t_ms = ticks_ms()
         self._kick = asyncio.Event()
@@ -120,8 +129,17 @@ class Streetlight(Role):
         """Tick the core with readings ``r``; set the lamp; send reports."""
         node = self.node
         t = node.time() or None
-        tele, evs = self.core.tick(self.now(), t, r)
-        lv = self.core.level
+        now = self.now()
+        core = self.core
+        day = core.day
+        tele, evs = core.tick(now, t, r)
+        if core.day is not None and (day != core.day or self._en_at is None or now - self._en_at >= _ENERGY_SAVE_S):
+            self._en_at = now
+            try:
+                save_json(ENERGY_FILE, core.energy())
+            except OSError as e:  # a full or failing flash must not stop the lamp
+                node.log("energy: %s", e)
+        lv = core.level
         if lv != self.lamp.level:
             self.lamp.set(lv)
         for e in evs:

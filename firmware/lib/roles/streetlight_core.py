@@ -38,7 +38,9 @@ over ``short_pct`` % of ``rated_ma`` is ``short``, under ``low_pct`` % of the ex
 
 **Energy.** Panel and lamp energy and hours lit are summed per local day (``tz_min``, minutes
 east of UTC); at local midnight ``energy_daily`` reports the day that ended. Without a synced
-clock the sums wait for the first sync.
+clock the sums wait for the first sync. :meth:`StreetlightCore.energy` gives the day's sums so
+far and the constructor's ``energy`` takes them back, so the glue can keep them across a
+reboot (a day that ended meanwhile is reported at the first synced tick).
 
 **Telemetry.** ``lamp``, ``mode`` and ``motion`` are reported when they change; ``lux``,
 ``ma``, ``pv``, ``bat`` when they moved past their deadband, at most every ``report_min_s``;
@@ -72,7 +74,7 @@ def day_text(days):
 
 
 class StreetlightCore:
-    def __init__(self, cfg, report_s=300, duty=None, settings=None):
+    def __init__(self, cfg, report_s=300, duty=None, settings=None, energy=None):
         self.cfg = cfg
         self.report_s = report_s
         self.duty = duty or _linear  # level -> fraction of full current the lamp draws
@@ -111,6 +113,28 @@ class StreetlightCore:
         self.wh_pv = 0
         self.wh_lamp = 0
         self.lit_s = 0
+        if energy:
+            self._restore(energy)
+
+    def energy(self):
+        """The local day's energy sums so far (``d`` day number, ``pv``/``lamp`` joules, ``lit``
+        seconds), or None before the clock was synced: for the glue to keep in flash."""
+        if self.day is None:
+            return None
+        return {"d": self.day, "pv": self.wh_pv * 3600 + self.j_pv, "lamp": self.wh_lamp * 3600 + self.j_lamp,
+                "lit": self.lit_s}
+
+    def _restore(self, e):
+        try:
+            d, pv, lamp, lit = int(e["d"]), float(e["pv"]), float(e["lamp"]), float(e["lit"])
+        except (KeyError, TypeError, ValueError):
+            return  # a file from another version, or damaged: start the day's sums from zero
+        self.day = d
+        self.wh_pv = int(pv // 3600)
+        self.j_pv = pv - self.wh_pv * 3600
+        self.wh_lamp = int(lamp // 3600)
+        self.j_lamp = lamp - self.wh_lamp * 3600
+        self.lit_s = lit
 
     def settings(self):
         """What commands changed, for the glue to keep in flash."""

@@ -14,6 +14,7 @@ import machine  # noqa: E402,F401  (loaded before the heap mark: on an ESP32 it 
 import time  # noqa: E402,F401
 import esp32  # noqa: E402,F401  (frozen on an ESP32 too: no heap there)
 import onewire  # noqa: E402,F401
+import network  # noqa: E402,F401  (built into an ESP32's firmware: no heap; here a .py compiled at import)
 
 
 def _exists(name):

@@ -77,7 +77,29 @@ def wake_reason():
     w = world.get("wake_reason")
     if w is not None:
         return _WAKES.get(w, w)
-    return state.get("next_wake", 4) if cause == DEEPSLEEP else 0
+    if cause != DEEPSLEEP:
+        return 0
+    # A wake pin armed before the sleep (esp32.wake_on_ext0/ext1) that this run's world holds
+    # at its level from the start woke the chip: EXT0 (2) first, then EXT1 (3), as an ESP32
+    # reports one cause. EXT1 wakes on all its pins low, or on any of them high.
+    armed = state.get("armed") or {}
+    for src, code in (("ext0", 2), ("ext1", 3)):
+        a = armed.get(src)
+        if a:
+            lv = [level_at(get("pins", p), 0) for p in a[0]]
+            if (any(v == 1 for v in lv) if a[1] else all(v == 0 for v in lv)):
+                return code
+    return state.get("next_wake", 4)
+
+
+armed = {}  # wake source -> [pin ids, level], as esp32 last set it (kept for the next run)
+
+
+def arm(src, pins, level):
+    if pins:
+        armed[src] = [pins, level]
+    else:
+        armed.pop(src, None)
 
 
 def _load(name):
@@ -292,6 +314,7 @@ def finish(kind, info=None, sleep_ms=0):
     nxt = {"deepsleep": DEEPSLEEP, "reset": SOFT, "wdt": WDT}.get(kind, PWRON)
     state["next_cause"] = nxt
     state["rtc_ms"] = now_ms() + sleep_ms
+    state["armed"] = armed if nxt == DEEPSLEEP else {}
     if nxt == DEEPSLEEP:
         state["next_wake"] = 4 if sleep_ms else 0
     gc.collect()

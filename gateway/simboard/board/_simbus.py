@@ -159,7 +159,9 @@ class UART(io.IOBase):
     """UART whose RX is the world's bytes (optionally timed) or a real device (a pty).
 
     The world entry: {"rx": bytes, "schedule": [[at_ms, bytes], ...], "device": path, "fd": n}.
-    TX is recorded, and written to the device when there is one.
+    TX is recorded, and written to the device when there is one. Written bytes take their time
+    on the wire (10 bits a byte at the baud rate, queued after what is still going out):
+    ``txdone()`` is False and ``flush()`` blocks until the last one is out, as on an ESP32.
     """
 
     INV_TX = 32
@@ -175,6 +177,8 @@ class UART(io.IOBase):
         self._dev = None
         self._poll = None
         self._timeout = 0
+        self._baud = 115200
+        self._tx_end = 0  # run ms when the last written byte is out
         spec = _sim.get("uart", id)
         if not isinstance(spec, dict):
             spec = {"rx": spec}
@@ -198,6 +202,8 @@ class UART(io.IOBase):
     def init(self, baudrate=None, bits=8, parity=None, stop=1, *, timeout=None, **kw):
         if timeout is not None:
             self._timeout = timeout
+        if baudrate:
+            self._baud = baudrate
 
     def deinit(self):
         if self._dev:
@@ -261,16 +267,19 @@ class UART(io.IOBase):
 
     def write(self, buf):
         buf = bytes(buf)
-        _sim.emit("uart", self._id, _sim.ms(), _sim.hx(buf))
+        now = _sim.ms()
+        _sim.emit("uart", self._id, now, _sim.hx(buf))
+        self._tx_end = max(now, self._tx_end) + (len(buf) * 10000 + self._baud - 1) // self._baud
         if self._dev:
             self._dev.write(buf)
         return len(buf)
 
     def flush(self):
-        pass
+        while _sim.ms() < self._tx_end:
+            utime.sleep_ms(1)
 
     def txdone(self):
-        return True
+        return _sim.ms() >= self._tx_end
 
     def sendbreak(self):
         _sim.emit("uart_break", self._id, _sim.ms())

@@ -61,3 +61,28 @@ async def main_card():
 async def main_hcsr04():
     CFG["bin"]["sonar"] = "hcsr04"
     await main()
+
+
+def _late_card(uid, at_ms):
+    """A card in the reader's field only from ``at_ms`` of the run on."""
+    import fake_rc522
+
+    class Card(fake_rc522.Card):
+        @property
+        def present(self):
+            return _sim.ms() >= at_ms
+
+        @present.setter
+        def present(self, v):
+            pass
+
+    fake_rc522.cards.append(Card(uid))
+
+
+async def main_card_wake():
+    """The card-reader wake line on GPIO 36 (EXT1, active low); a card held up 1.2 s after the
+    wake, after the role's first look: only a wake by that line keeps it looking (``card_s``)."""
+    CFG["bin"]["pins"] = {"wake": 36}
+    CFG["bin"]["card_s"] = 3
+    _late_card(b"\xca\xfe\xf0\x0d", 1200)
+    await main()
