@@ -21,9 +21,10 @@ DEVKITC = "boards/esp32-devkitc.toml"
 S3 = "boards/esp32-s3-devkitc-1.toml"
 
 # The warnings the shipped profiles are expected to carry (the DevKitC bin map is the firmware's
-# default wiring and uses three strapping pins); anything else is a regression.
+# default wiring and uses two strapping pins, both high at reset like their pull-ups); anything
+# else is a regression.
 EXPECTED_WARNINGS = {
-    "hw/boards/esp32-devkitc.toml": ["roles.bin.pins.trig", "roles.bin.pins.spi_miso", "roles.bin.pins.rfid_cs"],
+    "hw/boards/esp32-devkitc.toml": ["roles.bin.pins.trig", "roles.bin.pins.rfid_cs"],
 }
 
 
@@ -333,10 +334,10 @@ def test_cli_show(capsys):
     assert main(["hw", "show", "esp32-devkitc", "--role", "bin"]) == 0
     out = capsys.readouterr().out
     assert "chip ESP32, 4 MB flash" in out and "[bin]" in out and "[petscan]" not in out
-    assert re.search(r"^12\s+spi_miso\s+in\s+SPI MISO from the RC522\s+rc522 MISO \[purple\]\s+.*strapping: low at reset", out, re.M)
+    assert re.search(r"^19\s+spi_miso\s+in\s+SPI MISO from the RC522\s+rc522 MISO \[purple\]", out, re.M)
     assert re.search(r"^-\s+wake\s+in\s+.*not fitted", out, re.M)
     assert re.search(r"^35\s+\(node\) bat_pin\s+adc\s+.*ADC1_CH7, input only", out, re.M)
-    assert "warnings:" in out and "roles.bin.pins.spi_miso: GPIO 12 is a strapping pin" in out
+    assert "warnings:" in out and "roles.bin.pins.rfid_cs: GPIO 15 is a strapping pin" in out
     assert main(["hw", "show", "esp32-s3-devkitc-1"]) == 0
     out = capsys.readouterr().out
     assert "[bin]" in out and "[streetlight]" in out and "[petscan]" in out and "warnings:" not in out
@@ -346,8 +347,8 @@ def test_cli_show(capsys):
 def test_cli_check_clean_tree_prints_warnings_and_exits_0(capsys):
     assert main(["hw", "check"]) == 0
     out = capsys.readouterr().out
-    assert out.count("warning: hw/boards/esp32-devkitc.toml: roles.bin.pins.") == 3
-    assert out.splitlines()[-1] == "%d file(s): 0 error(s), 3 warning(s)" % len(hw.all_files())
+    assert out.count("warning: hw/boards/esp32-devkitc.toml: roles.bin.pins.") == 2
+    assert out.splitlines()[-1] == "%d file(s): 0 error(s), 2 warning(s)" % len(hw.all_files())
 
 
 def test_cli_check_bad_file_exits_1(hwcopy, capsys):
@@ -357,7 +358,7 @@ def test_cli_check_bad_file_exits_1(hwcopy, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("error: hw/boards/esp32-s3-devkitc-1.toml: roles.bin.pins.lid: GPIO 30 is wired to the module's SPI flash")
     assert any(line.startswith("error: hw/boards/esp32-devkitc.toml: roles.streetlight.pins.lamp: GPIO 34 is input-only") for line in out)
-    assert out[-1] == "2 file(s): 2 error(s), 3 warning(s)"
+    assert out[-1] == "2 file(s): 2 error(s), 2 warning(s)"
 
 
 def test_cli_config_prints_the_generated_json(capsys):

@@ -46,7 +46,7 @@ tilt_switch    true       a tilt switch on ``tilt`` (pulled low = tipped: tilt 9
 lid_open       1          the level of pin ``lid`` when the lid is open
 card_s         2          after a wake by the card pin, look for the card this long
 pins                      trig 5, echo 18, sonar_tx 17, sonar_rx 16, hx_sck 33, hx_dout 32,
-                          ow 4 (DS18B20), lid 27, tilt 26, spi_sck 14, spi_mosi 13, spi_miso 12,
+                          ow 4 (DS18B20), lid 27, tilt 26, spi_sck 14, spi_mosi 13, spi_miso 19,
                           rfid_cs 15, wake null (a card-reader wake line)
 =============  =========  =========================================================================
 
@@ -151,7 +151,7 @@ rfid b 1 - -
 tilt_switch b 1 - -
 lid_open i 1 0 1
 card_s i 2 0 30"""
-_BIN_PINS = "trig=5 echo=18 sonar_tx=17 sonar_rx=16 hx_sck=33 hx_dout=32 ow=4 lid=27 tilt=26 spi_sck=14 spi_mosi=13 spi_miso=12 rfid_cs=15 wake=-"
+_BIN_PINS = "trig=5 echo=18 sonar_tx=17 sonar_rx=16 hx_sck=33 hx_dout=32 ow=4 lid=27 tilt=26 spi_sck=14 spi_mosi=13 spi_miso=19 rfid_cs=15 wake=-"
 
 _STREETLIGHT = """mode c auto auto|on|off -
 level i 100 0 100
