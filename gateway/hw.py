@@ -35,7 +35,7 @@ __all__ = [
 
 # Keys of a node's config.json a board profile fills in (firmware/lib/node/config.py). The pin
 # keys are always written, null when not fitted, so a merge never keeps a stale pin.
-NODE_PIN_KEYS = ("uart_tx", "uart_rx", "bat_pin")
+NODE_PIN_KEYS = ("uart_tx", "uart_rx", "uart_de", "bat_pin")
 
 
 def hw_root() -> Path:

@@ -140,6 +140,8 @@ BAD = [
     ("psram_pin", S3, "lamp = 21", "lamp = 35", "roles.streetlight.pins.lamp", ["GPIO 35 is wired to the module's PSRAM"]),
     ("input_only_output", DEVKITC, "lamp = 25", "lamp = 34", "roles.streetlight.pins.lamp",
      ["GPIO 34 is input-only", "lamp is an output", "output-capable GPIO such as"]),
+    ("input_only_de", DEVKITC, "uart_rx = 16\n", "uart_rx = 16\nuart_de = 36\n", "roles.streetlight.node.uart_de",
+     ["GPIO 36 is input-only"]),
     ("input_only_bidir", DEVKITC, "ow = 4", "ow = 39", "roles.bin.pins.ow", ["GPIO 39 is input-only", "input/output"]),
     ("duplicate", S3, "g = 5", "g = 4", "roles.petscan.pins.g", ["GPIO 4 is already used by roles.petscan.pins.r", "one pin used twice"]),
     ("duplicate_node_pin", DEVKITC, "bat_pin = 35", "bat_pin = 32", "roles.bin.node.bat_pin",
@@ -312,11 +314,11 @@ def test_generated_configs_pass_the_firmware_validators(mpy):
 
 def test_node_config_shape():
     cfg = hw.node_config("esp32-devkitc", "bin")
-    assert set(cfg) == {"bin", "uart_tx", "uart_rx", "bat_pin", "bat_div_pct"}
+    assert set(cfg) == {"bin", "uart_tx", "uart_rx", "uart_de", "bat_pin", "bat_div_pct"}
     assert cfg["bin"] == {"pins": _firmware_pins("bin")} and cfg["bat_pin"] == 35 and cfg["uart_tx"] is None
     cfg = hw.node_config("esp32-s3-devkitc-1", "streetlight")
     assert cfg == {"streetlight": {"pins": {"scl": 9, "sda": 8, "pir": 14, "lamp": 21}},
-                   "uart_id": 2, "uart_tx": 17, "uart_rx": 18, "bat_pin": None}
+                   "uart_id": 2, "uart_tx": 17, "uart_rx": 18, "uart_de": None, "bat_pin": None}
 
 
 # -- linli hw --------------------------------------------------------------------------------
