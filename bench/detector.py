@@ -2,12 +2,14 @@
 
 For each model: median of the bare ``session.run`` on a prepared input tensor, and median of
 the whole ``Detector.detect`` call (letterbox + normalise, run, decode + NMS + mapping back to
-frame pixels) on the same frame; their ratio (goal: at most 1.25). The frame is a 1280x720
-camera-shaped frame made from a test image, already decoded (as a camera hands it over).
+frame pixels) on the same frame; their ratio (goal: at most 1.25). All calls of all models are
+timed in alternation, so that models compared in one run see the same CPU load. The frame is a
+1280x720 camera-shaped frame made from a test image, already decoded (as a camera hands it over).
 The last line holds the figures.
 
     python bench/detector.py                       # shipped int8 and, if present, the fp32 export
     python bench/detector.py --model my-yolo11n.onnx --threads 4
+    python bench/detector.py --model models/garbage-det-320.int8.onnx --model other.int8.onnx
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "tests" / "data" / "detector" / "images" / "002889.jpg"
 FP32_CANDIDATES = (ROOT / "models" / "garbage-det-320.onnx",
-                   ROOT / "models" / "runs" / "garbage" / "garbage-det-320.onnx")
+                   ROOT / "models" / "runs" / "garbage" / "garbage-det-320.onnx",
+                   # the fp32 that `python -m models.train requantize` rebuilds from the int8 file
+                   ROOT / "models" / "runs" / "requantize" / "garbage-det-320.onnx")
 
 
 def interleaved_ms(fns, runs: int, warmup: int) -> list[float]:
@@ -42,8 +46,8 @@ def interleaved_ms(fns, runs: int, warmup: int) -> list[float]:
     return [1000 * statistics.median(t) for t in ts]
 
 
-def bench(path: str, frame, threads: int, runs: int, warmup: int) -> dict:
-    from linli.detector import DEFAULT_MANIFEST, Detector, manifest_entry, ChecksumMismatch
+def load(path: str, threads: int):
+    from linli.detector import DEFAULT_MANIFEST, Detector, manifest_entry
 
     manifest = None
     try:
@@ -51,11 +55,18 @@ def bench(path: str, frame, threads: int, runs: int, warmup: int) -> dict:
         manifest = DEFAULT_MANIFEST
     except Exception:  # not a shipped file: no checksum to compare against
         pass
-    det = Detector(path, manifest=manifest, threads=threads)
-    x, *_ = det.preprocess(frame)
-    run, whole = interleaved_ms([lambda: det.run(x), lambda: det.detect(frame)], runs, warmup)
-    n = len(det.detect(frame))
-    return {"model": path, "run": run, "detect": whole, "ratio": whole / run, "boxes": n}
+    return Detector(path, manifest=manifest, threads=threads)
+
+
+def bench(paths: list[str], frame, threads: int, runs: int, warmup: int) -> list[dict]:
+    dets = [load(p, threads) for p in paths]
+    fns = []
+    for det in dets:
+        x = det.preprocess(frame)[0].copy()  # the detector's buffer is refilled by detect()
+        fns += [lambda det=det, x=x: det.run(x), lambda det=det: det.detect(frame)]
+    ms = interleaved_ms(fns, runs, warmup)
+    return [{"model": p, "run": ms[2 * i], "detect": ms[2 * i + 1], "ratio": ms[2 * i + 1] / ms[2 * i],
+             "boxes": len(det.detect(frame))} for i, (p, det) in enumerate(zip(paths, dets))]
 
 
 def main(argv=None) -> int:
@@ -84,15 +95,17 @@ def main(argv=None) -> int:
         sys.exit(f"cannot read {a.image}")
     w, h = (int(v) for v in a.frame.lower().split("x"))
     frame = cv2.resize(img, (w, h))
-    results = []
-    for m in models:
-        r = bench(m, frame, a.threads, a.runs, a.warmup)
-        results.append(r)
+    results = bench(models, frame, a.threads, a.runs, a.warmup)
+    for r in results:
+        m = r["model"]
         print(f"{Path(m).name}: session.run {r['run']:.2f} ms, detect() {r['detect']:.2f} ms "
               f"(x{r['ratio']:.2f}), {r['boxes']} boxes on a {w}x{h} frame, {a.threads} threads")
     tag = lambda m: "int8" if "int8" in Path(m).name else ("fp32" if "garbage-det" in Path(m).name else Path(m).stem)
-    print(" | ".join(f"{tag(r['model'])}: run {r['run']:.2f} ms, detect {r['detect']:.2f} ms, "
-                     f"detect/run {r['ratio']:.2f}" for r in results))
+    tags = [tag(r["model"]) for r in results]
+    if len(set(tags)) < len(tags):  # two int8 files, say: name them by file
+        tags = [Path(r["model"]).name for r in results]
+    print(" | ".join(f"{t}: run {r['run']:.2f} ms, detect {r['detect']:.2f} ms, "
+                     f"detect/run {r['ratio']:.2f}" for t, r in zip(tags, results)))
     return 0
 
 
