@@ -303,7 +303,7 @@ def validate(path: str | os.PathLike) -> list[Finding]:
     function table roles.toml.
 
         >>> [w.key for w in validate(hw_root() / "boards" / "esp32-devkitc.toml")]
-        ['roles.bin.pins.trig', 'roles.bin.pins.spi_miso', 'roles.bin.pins.rfid_cs']
+        ['roles.bin.pins.trig', 'roles.bin.pins.rfid_cs']
     """
     path = Path(path)
     kind = path.parent.name
