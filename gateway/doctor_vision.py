@@ -72,7 +72,7 @@ def _grab(url: str, window: float):
 
 
 def _fix_dead(i: int, cam, ctx) -> str:
-    return "check the camera's power and network (ping it), and cameras[%d].url in %s" % (i, ctx.cfg.file)
+    return "check the camera's power and network (ping it), and camera[%d].url in %s" % (i, ctx.cfg.file)
 
 
 def check_cameras(ctx: Context) -> list[Result]:

@@ -219,9 +219,9 @@ def test_camera_dead(tmp_path, local):
     got = site.run(only=["camera"])
     r = got["camera:gate"]
     assert r.status == "fail" and url in r.finding and "refused" in r.finding.lower()
-    assert "cameras[0].url" in r.fix
+    assert "camera[0].url" in r.fix
     r = got["camera:east"]
-    assert r.status == "fail" and "cannot open camera" in r.finding and "cameras[1].url" in r.fix
+    assert r.status == "fail" and "cannot open camera" in r.finding and "camera[1].url" in r.fix
     assert "hunter2" not in json.dumps(r.as_dict()) and "rtsp://admin:***@127.0.0.1" in r.finding
 
 
