@@ -9,12 +9,18 @@ In one run, against the same local Mosquitto brokers:
 * ``drain_eps``: how fast a 100,000-event backlog (an outage's worth) drains once the uplink
   is back.
 
+The line before the figures says where the CPU went during the gateway run (microseconds per
+event: the gateway process, the nodes' publisher, both brokers): on a small machine the gateway
+shares its cores with all of them, so that line tells how close a run came to the ceiling.
+
 Run: ``.venv/bin/python bench/ingest.py [--frames N] [--backlog N]``; figures on the last line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import asyncio
 import tempfile
@@ -59,7 +65,21 @@ def raw_paho(port: int, n: int) -> float:
     return n / dt
 
 
-async def gateway_rate(local: int, upstream: int, n: int, tmp: Path) -> float:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+async def gateway_rate(local: int, upstream: int, n: int, tmp: Path, broker_pids: tuple = ()) -> float:
     cfg = Config.from_text(
         '[gateway]\nsite="bench"\nid="gw"\ndata_dir="%s"\n[privacy]\nsite_secret="0123456789abcdef"\n'
         '[local]\nport=%d\n[upstream]\nhost="127.0.0.1"\nport=%d\ntls=false\n' % (tmp / "gw", local, upstream)
@@ -83,6 +103,7 @@ async def gateway_rate(local: int, upstream: int, n: int, tmp: Path) -> float:
     blob = tmp / "frames.bin"
     blob.write_bytes(b"".join(len(node).to_bytes(1, "big") + node.encode() + len(raw).to_bytes(2, "big") + raw for node, raw in frames))
     base = (await gw.outbox.stats()).last_seq
+    cpu0 = _own_cpu_s(resource.RUSAGE_SELF), _own_cpu_s(resource.RUSAGE_CHILDREN), sum(map(_cpu_s, broker_pids))
     pub = await asyncio.create_subprocess_exec(sys.executable, "-c", _NODES, str(blob), str(local), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     await pub.stdout.readline()  # connected: start the clock when the nodes start sending
     t0 = time.perf_counter()
@@ -96,6 +117,10 @@ async def gateway_rate(local: int, upstream: int, n: int, tmp: Path) -> float:
     dt = time.perf_counter() - t0
     print("gateway: all %d events stored after %.2f s, all PUBACKed after %.2f s" % (n, stored, dt))
     await pub.wait()
+    gw_cpu = _own_cpu_s(resource.RUSAGE_SELF) - cpu0[0]
+    pub_cpu = _own_cpu_s(resource.RUSAGE_CHILDREN) - cpu0[1]
+    brokers_cpu = sum(map(_cpu_s, broker_pids)) - cpu0[2]
+    print("cpu per event: gateway %.0f us, nodes' publisher %.0f us, brokers %.0f us (%d cores)" % (gw_cpu / n * 1e6, pub_cpu / n * 1e6, brokers_cpu / n * 1e6, os.cpu_count() or 0))
     await gw.stop()
     return n / dt
 
@@ -149,7 +174,8 @@ async def main() -> None:
         tmp = Path(d)
         async with EmbeddedBroker() as local, EmbeddedBroker() as upstream:
             raw = await asyncio.get_running_loop().run_in_executor(None, raw_paho, upstream.port, args.frames)
-            gw = await gateway_rate(local.port, upstream.port, args.frames, tmp)
+            pids = tuple(b._proc.pid for b in (local, upstream) if b._proc is not None)
+            gw = await gateway_rate(local.port, upstream.port, args.frames, tmp, pids)
             drain = await drain_rate(upstream.port, args.backlog, tmp)
     print("broker: %s; frames: %d; backlog: %d" % (local.kind, args.frames, args.backlog))
     print("gateway_eps=%.0f raw_paho_eps=%.0f ratio=%.2f drain_eps=%.0f" % (gw, raw, gw / raw, drain))

@@ -174,7 +174,9 @@ def event_hash(ce: dict, key: Optional[bytes] = None, *, plain: Optional[bool] =
 def rfc3339(t: float) -> str:
     """``2025-11-28T09:30:00.123Z`` (UTC, milliseconds)."""
     dt = datetime.fromtimestamp(t, timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
+    # %-formatting, not strftime(): the same text (years 1000-9999) at a third of the cost,
+    # and this runs once per event stored.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond // 1000)
 
 
 # -- topics and envelopes ----------------------------------------------------------------------
@@ -247,6 +249,15 @@ class Contract:
         if ev.subject is not None:
             ce["subject"] = ev.subject
         plain = _plain(ev.data) and _plain(ev.subject) and _plain(ev.source)
+        if plain:
+            # Encode once: the keys sort as (chain data datacontenttype) hash (hashalg id ...), so
+            # the published bytes are the hashed halves with "hash" between them (ingest's
+            # profile had the second full encoding at a tenth of its time).
+            head = canonical_json({k: ce[k] for k in ("chain", "data", "datacontenttype")}, True)
+            tail = canonical_json({k: v for k, v in ce.items() if k > "hash"}, True)
+            body = head[:-1] + b"," + tail[1:]
+            ce["hash"] = hmac.new(key, body, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(body).hexdigest()
+            return ce, b'%s,"hash":"%s",%s' % (head[:-1], ce["hash"].encode(), tail[1:])
         ce["hash"] = event_hash(ce, key, plain=plain)
         return ce, canonical_json(ce, plain)
 

@@ -16,7 +16,7 @@ node when the node is known) and never stop the worker.
 from __future__ import annotations
 
 import asyncio
-import copy
+import collections
 import logging
 import sqlite3
 import time
@@ -27,7 +27,7 @@ from linli import commands as cmdstore
 from linli import registry
 from linli.config import Config
 from linli.events import Event, new_event
-from linli.link import Flag, Kind, LinkKeys, Reason, Role, Window, seal
+from linli.link import Flag, Kind, LinkKeys, Reason, Role, Verdict, Window, seal
 from linli.link.frame import encode_body
 from linli.link.receiver import Receiver
 from linli.pets import BUZZ, PetRegistry
@@ -39,12 +39,16 @@ Reply = Callable[[bytes], Awaitable[None]]
 
 
 class EventSink(Protocol):
-    """What ingest needs from the outbox: store events and run ``fn(conn)`` in one transaction."""
+    """What ingest needs from the outbox: store events and run ``fn(conn)`` in one transaction.
+
+    A sink that also has ``new_chain()`` and takes ``add(..., chain=...)`` (see
+    :class:`linli.outbox.Chain`) lets ingest overlap consecutive batches; any other sink gets
+    one batch at a time."""
 
     async def add(self, events: list[Event], fn: Optional[Callable[[sqlite3.Connection], Any]] = None) -> Any: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     raw: bytes
     reply: Reply
@@ -61,6 +65,19 @@ class _Out:
     results: list = field(default_factory=list)  # (command.result event, node, seq)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One prepared batch between the worker and the committer."""
+
+    events: list
+    out: _Out
+    txn: Callable
+    touched: dict  # node -> its state before the batch (None: new node), for a rollback
+    windows_before: dict
+    size: int
+    stored: Optional[asyncio.Future] = None
+
+
 class Ingest:
     """The gateway's node-facing core. ``submit()`` is the one entry point for every transport."""
 
@@ -72,6 +89,7 @@ class Ingest:
         pets: PetRegistry,
         *,
         batch: int = 256,
+        depth: int = 2,
         stage_state: Optional[Callable[[sqlite3.Connection, registry.NodeState], None]] = None,
     ):
         self.cfg = cfg
@@ -87,7 +105,10 @@ class Ingest:
         self._rejected_reported: dict[str, dict[str, int]] = {}  # node -> counts last sent upstream
         self._down: dict[str, list[int]] = {}  # node -> [next, reserved]
         self._replies: dict[str, Reply] = {}  # node -> how to reach it now
-        self._task: Optional[asyncio.Task] = None
+        self._tasks: list[asyncio.Task] = []
+        self.depth = depth
+        self._inflight: collections.deque[_Batch] = collections.deque()
+        self._chain = None
         # Called inside the storing transaction for each node whose state changed (the outbox
         # queues its retained upstream snapshot there, so it commits with the events).
         self.stage_state = stage_state
@@ -104,15 +125,26 @@ class Ingest:
         self.nodes = nodes
         for node, (last, bitmap) in windows.items():
             self.receiver.windows[node] = Window(last, bitmap)
-        self._task = asyncio.create_task(self._worker(), name="ingest")
+        # A sink that can chain writes (the outbox) lets batches overlap; any other, one at a time.
+        self._chain = self.sink.new_chain() if hasattr(self.sink, "new_chain") else None
+        self._slots = asyncio.Semaphore(self.depth if self._chain is not None else 1)
+        self._gate = asyncio.Lock()
+        self._more = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._worker(), name="ingest"), asyncio.create_task(self._committer(), name="ingest-acks")]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        """Stop taking frames; batches already handed to the sink still get their acks."""
+        worker, committer = self._tasks or (None, None)
+        if worker is None:
+            return
+        worker.cancel()
+        await asyncio.wait([worker])
+        deadline = time.monotonic() + 5.0
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # the committer acks what is being stored
+        committer.cancel()
+        await asyncio.wait([committer])
+        self._tasks = []
 
     def submit(self, raw: bytes, reply: Reply, *, topic_id: Optional[str] = None, source: str = "mqtt") -> None:
         """Hand over one received frame (from the event loop). Drops and counts when overloaded."""
@@ -133,75 +165,149 @@ class Ingest:
             st.rejected[what] = st.rejected.get(what, 0) + 1
 
     # -- the worker --------------------------------------------------------------------------
+    # Two tasks: the worker opens frames, applies the rules and hands each batch's transaction
+    # to the sink; the committer waits for the commits in order and only then sends the acks.
+    # Up to ``depth`` batches are between the two, so the next batch is verified while the
+    # previous one is written and fsynced. The sink's chain makes a batch fail when an earlier
+    # one failed (each is built on the in-memory state of the one before); the committer then
+    # undoes all of them in memory, newest first, and nothing of them is acked.
     async def _worker(self) -> None:
         while True:
             items = [await self.queue.get()]
             while len(items) < self.batch and not self.queue.empty():
                 items.append(self.queue.get_nowait())
+            await self._slots.acquire()
+            async with self._gate:  # only taken while failed batches are being undone
+                try:
+                    b = self._prepare(items)
+                except Exception:  # never let one batch kill ingest; its frames will be retried
+                    log.exception("ingest batch of %d frames failed; not acknowledged, nodes will retry", len(items))
+                    self._count("batch_failed")
+                    b = None
+                if b is None:
+                    self._slots.release()
+                    continue
+                kw = {"chain": self._chain} if self._chain is not None else {}
+                b.stored = asyncio.ensure_future(self.sink.add(b.events, b.txn, **kw))
+                self._inflight.append(b)
+                self._more.set()
+
+    async def _committer(self) -> None:
+        while True:
+            while not self._inflight:
+                self._more.clear()
+                await self._more.wait()
+            b = self._inflight[0]
             try:
-                await self._process(items)
+                due = await asyncio.shield(b.stored)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # never let one batch kill ingest; its frames will be retried
-                log.exception("ingest batch of %d frames failed; not acknowledged, nodes will retry", len(items))
-                self._count("batch_failed")
+            except Exception as exc:
+                await self._undo_inflight(exc)
+                continue
+            self._inflight.popleft()
+            try:
+                await self._finish(b, due)
+            except Exception:  # stored: the nodes retry and get a duplicate's ack
+                log.exception("sending the acks of a stored batch failed")
+            finally:
+                self._slots.release()
 
-    async def _process(self, items: list[_Item]) -> None:
+    async def _undo_inflight(self, exc: Exception) -> None:
+        async with self._gate:
+            failed = list(self._inflight)
+            # The later batches fail too (the chain): wait until they have, so none is running.
+            await asyncio.wait([b.stored for b in failed])
+            for b in reversed(failed):
+                if not b.stored.exception():
+                    log.error("a batch after a failed one was stored anyway; its frames may be stored twice")
+                self._rollback(b)
+            self._inflight.clear()
+            if self._chain is not None:
+                self._chain.reset()
+            for b in failed:
+                log.error("ingest batch of %d frames failed; not acknowledged, nodes will retry: %s", b.size, b.stored.exception() or exc)
+                self._count("batch_failed")
+                self._slots.release()
+
+    def _rollback(self, b: "_Batch") -> None:
+        """Undo a batch in memory: the nodes get no ack and will send these frames again."""
+        for node, w in b.windows_before.items():
+            self.receiver.windows[node] = w
+        for node, st in b.touched.items():
+            if st is None:
+                self.nodes.pop(node, None)
+            else:
+                self.nodes[node] = st
+
+    def _prepare(self, items: list[_Item]) -> Optional["_Batch"]:
+        """Open, apply and build the transaction of one batch (on the event loop, in one go:
+        letting the loop run halfway only handed the GIL to the outbox thread more often, and
+        bench/ingest.py was slower for it)."""
         events: list[Event] = []
         out = _Out()
         touched: dict[str, Optional[registry.NodeState]] = {}
         windows_before: dict[str, Window] = {}
         accepted = []  # (frame) committed to windows after storage
         now = time.time()
-        for it in items:
-            r = self.receiver.open(it.raw, topic_id=it.topic_id)
-            if not r.ok:
-                self._count(r.reason.label, r.node_id)
-                log.debug("rejected frame from %s via %s: %s", r.node_id, it.source, r.detail)
-                # The tag verified but the node will never get this frame accepted: tell it so it
-                # stops retrying. (Unauthenticated rejections get no answer: nothing to trust.)
-                if r.reason is Reason.REPLAYED and r.node_id and r.counter:
-                    out.frames.append((r.node_id, Kind.ACK, {"c": r.counter, "r": int(r.reason)}, it.reply))
-                continue
-            f = r.frame
-            self._replies[f.node_id] = it.reply
-            if f.verdict is not None and f.verdict.value == "duplicate":
-                self._count("duplicate", f.node_id)
-                out.frames.append((f.node_id, Kind.ACK, {"c": f.counter, "r": 0}, it.reply))
-                continue
-            if f.node_id not in windows_before:
-                windows_before[f.node_id] = copy.copy(self.receiver.window(f.node_id))
-                touched[f.node_id] = copy.deepcopy(self.nodes.get(f.node_id))
-            st = self.nodes.get(f.node_id)
-            if st is None:
-                st = self.nodes[f.node_id] = registry.NodeState(f.node_id, f.role.label, first_seen=now)
-            at = float(f.ts) if f.ts else it.received
-            old = st.availability
-            try:
-                evs = self._apply(st, f, at, out, it.reply)
-            except PayloadError as exc:
-                self._count("malformed", f.node_id)
-                log.info("malformed payload from %s (counter %d): %s", f.node_id, f.counter, exc)
-                evs = []
-                out.frames.append((f.node_id, Kind.ACK, {"c": f.counter, "r": int(Reason.MALFORMED)}, it.reply))
-            else:
-                out.frames.append((f.node_id, Kind.ACK, {"c": f.counter, "r": 0}, it.reply))
-            st.last_seen = max(st.last_seen or 0, it.received)
-            if f.kind is not Kind.STATUS and st.asleep_until and st.asleep_until < it.received:
-                st.asleep_until = None  # it woke up
-            new = registry.availability(st, now, self.cfg.availability.grace_s, self.cfg.availability.heartbeat_misses, self.cfg.availability.default_heartbeat_s)
-            if old == "offline" and new != "offline":
-                evs = self.rules.availability_change(st, old, new, now) + evs
-            st.availability = new
-            events += evs
-            # Mark seen now so a copy later in this batch is a duplicate; undone if storing fails.
-            self.receiver.commit(f)
-            accepted.append(f)
-            self._count("accepted", f.node_id)
+        try:
+            for it in items:
+                r = self.receiver.open(it.raw, topic_id=it.topic_id)
+                if not r.ok:
+                    self._count(r.reason.label, r.node_id)
+                    log.debug("rejected frame from %s via %s: %s", r.node_id, it.source, r.detail)
+                    # The tag verified but the node will never get this frame accepted: tell it so it
+                    # stops retrying. (Unauthenticated rejections get no answer: nothing to trust.)
+                    if r.reason is Reason.REPLAYED and r.node_id and r.counter:
+                        out.frames.append((r.node_id, Kind.ACK, {"c": r.counter, "r": int(r.reason)}, it.reply))
+                    continue
+                f = r.frame
+                self._replies[f.node_id] = it.reply
+                if f.verdict is Verdict.DUPLICATE:
+                    self._count("duplicate", f.node_id)
+                    out.frames.append((f.node_id, Kind.ACK, {"c": f.counter, "r": 0}, it.reply))
+                    continue
+                st = self.nodes.get(f.node_id)
+                if f.node_id not in windows_before:
+                    w = self.receiver.window(f.node_id)
+                    windows_before[f.node_id] = Window(w.last, w.bitmap)
+                    touched[f.node_id] = st.copy() if st is not None else None
+                if st is None:
+                    st = self.nodes[f.node_id] = registry.NodeState(f.node_id, f.role.label, first_seen=now)
+                at = float(f.ts) if f.ts else it.received
+                old = st.availability
+                try:
+                    evs = self._apply(st, f, at, out, it.reply)
+                except PayloadError as exc:
+                    self._count("malformed", f.node_id)
+                    log.info("malformed payload from %s (counter %d): %s", f.node_id, f.counter, exc)
+                    evs = []
+                    out.frames.append((f.node_id, Kind.ACK, {"c": f.counter, "r": int(Reason.MALFORMED)}, it.reply))
+                else:
+                    out.frames.append((f.node_id, Kind.ACK, {"c": f.counter, "r": 0}, it.reply))
+                st.last_seen = max(st.last_seen or 0, it.received)
+                if f.kind is not Kind.STATUS and st.asleep_until and st.asleep_until < it.received:
+                    st.asleep_until = None  # it woke up
+                new = registry.availability(st, now, self.cfg.availability.grace_s, self.cfg.availability.heartbeat_misses, self.cfg.availability.default_heartbeat_s)
+                if old == "offline" and new != "offline":
+                    evs = self.rules.availability_change(st, old, new, now) + evs
+                st.availability = new
+                events += evs
+                # Mark seen now so a copy later in this batch is a duplicate; undone if storing fails.
+                self.receiver.commit(f)
+                accepted.append(f)
+                self._count("accepted", f.node_id)
+        except BaseException:  # a bug halfway: leave no half-applied batch behind
+            self._rollback(_Batch(events, out, None, touched, windows_before, len(items)))
+            raise
         if not accepted and not out.frames:
-            return
-        nodes_in_batch = {f.node_id for f in accepted}
-        need_down = {}
+            return None
+        # What this batch stores, as of now: the transaction runs on the outbox thread, maybe
+        # while the next batch already changes the live state.
+        states = {node: self.nodes[node].copy() for node in touched}
+        windows = {node: (w.last, w.bitmap) for node, w in ((n, self.receiver.window(n)) for n in touched)}
+        history = [(f.node_id, now, f.kind.label, _summary(f)) for f in accepted]
+        need_down: dict[str, int] = {}
         for node, *_ in out.frames:
             need_down[node] = need_down.get(node, 0) + 1
 
@@ -211,16 +317,15 @@ class Ingest:
                 found = cmdstore.resolve(conn, node, seq, ev.data["ok"], ev.data["result"])
                 if found:
                     ev.data["command_id"], ev.data["op"] = found
-            for node in nodes_in_batch:
-                registry.save(conn, self.nodes[node])
-                w = self.receiver.window(node)
-                registry.save_window(conn, node, w.last, w.bitmap)
+            for node, st in states.items():
+                registry.save(conn, st)
+                registry.save_window(conn, node, *windows[node])
                 if self.stage_state:
-                    self.stage_state(conn, self.nodes[node])
-            for f in accepted:
-                registry.history(conn, f.node_id, f.kind.label, encode_body(_summary(f)).decode()[:200], at=now)
+                    self.stage_state(conn, st)
+            if history:
+                registry.history_many(conn, history)
             due = {}
-            for node in nodes_in_batch:
+            for node in states:
                 rows = cmdstore.due(conn, node)
                 for seq, *_ in rows:
                     cmdstore.mark_sent(conn, seq, now)
@@ -229,25 +334,18 @@ class Ingest:
             self._reserve_down(conn, need_down, due)
             return due
 
-        try:
-            due = await self.sink.add(events, txn)
-        except Exception:
-            # Undo the batch in memory: the nodes get no ack and will send these frames again.
-            for node, w in windows_before.items():
-                self.receiver.windows[node] = w
-            for node, st in touched.items():
-                if st is None:
-                    self.nodes.pop(node, None)
-                else:
-                    self.nodes[node] = st
-            raise
+        return _Batch(events, out, txn, touched, windows_before, len(items))
+
+    async def _finish(self, b: "_Batch", due: Optional[dict]) -> None:
+        """After the commit: acks, then the commands that were due for the nodes that spoke."""
+        out = b.out
         for node, rows in (due or {}).items():
             reply = self._replies.get(node)
             for seq, cmd_id, op, args in rows:
                 out.frames.append((node, Kind.COMMAND, {"id": seq, "op": op, "a": args}, reply))
         await self._send(out)
-        if self.on_events and events:
-            self.on_events(events)
+        if self.on_events and b.events:
+            self.on_events(b.events)
 
     def _apply(self, st: registry.NodeState, f, at: float, out: _Out, reply: Reply) -> list[Event]:
         body = f.body
@@ -282,7 +380,7 @@ class Ingest:
             return []  # the answer to a gateway-initiated display command (pet.status)
         result = {k: v for k, v in body.items() if k not in ("id", "ok")}
         ev = new_event("command.result", node=st.node, data={"command_id": None, "op": None, "ok": body["ok"], "result": result}, at=at)
-        # The backend's command id is looked up inside the batch's transaction (see _process).
+        # The backend's command id is looked up inside the batch's transaction (see _prepare).
         out.results.append((ev, st.node, seq))
         return [ev]
 
@@ -295,6 +393,7 @@ class Ingest:
                 self._down[node] = [start, start + max(256, n)]
 
     async def _send(self, out: _Out) -> None:
+        now = int(time.time())
         for node, kind, body, reply in out.frames:
             entry = self.lookup(node)
             if entry is None or reply is None:
@@ -307,7 +406,11 @@ class Ingest:
                 nxt = self._down[node] = [blk, blk + 256]
             counter = nxt[0]
             nxt[0] += 1
-            raw = seal(keys, kind, role, node, counter=counter, ts=int(time.time()), payload=encode_body(body), flags=Flag.DOWN)
+            if kind is Kind.ACK:  # the commonest frame by far: what encode_body() would write
+                payload = b'{"c":%d,"r":%d}' % (body["c"], body["r"])
+            else:
+                payload = encode_body(body)
+            raw = seal(keys, kind, role, node, counter=counter, ts=now, payload=payload, flags=Flag.DOWN)
             try:
                 await reply(raw)
             except Exception as exc:  # a vanished port or broker: the node will retry and be re-acked
@@ -377,5 +480,8 @@ class Ingest:
         return events
 
 
-def _summary(f) -> dict:
-    return {"c": f.counter, **({"ev": f.body.get("ev")} if "ev" in f.body else {})}
+def _summary(f) -> str:
+    """The node_history line of a frame (JSON, at most 200 characters)."""
+    if "ev" not in f.body:
+        return '{"c":%d}' % f.counter  # what encode_body() writes, without its cost
+    return encode_body({"c": f.counter, "ev": f.body.get("ev")}).decode()[:200]

@@ -66,6 +66,28 @@ class OutboxClosed(OutboxError):
     """The outbox was closed; nothing more can be stored."""
 
 
+class ChainBroken(OutboxError):
+    """Not stored because an earlier write of the same :class:`Chain` failed."""
+
+
+class Chain:
+    """Ties writes that build on each other: once one fails (its ``fn``, its insert or its
+    transaction's COMMIT), every later write of the chain fails with :class:`ChainBroken`
+    without running, until :meth:`reset`. Ingest uses it to overlap batches safely.
+
+    >>> # chain = outbox.new_chain(); await outbox.add(events, fn, chain=chain)
+    """
+
+    __slots__ = ("broken",)
+
+    def __init__(self):
+        self.broken = False
+
+    def reset(self) -> None:
+        """Call on the event loop once every write submitted before has finished."""
+        self.broken = False
+
+
 @dataclass(frozen=True)
 class Pending:
     """One stored event ready to publish: the exact bytes, and what MQTT 5 properties mirror."""
@@ -121,6 +143,7 @@ class _Job:
     write: bool
     future: Optional[asyncio.Future] = None
     done: Optional[Callable] = field(default=None)
+    chain: Optional[Chain] = None
 
 
 _SCHEMA = """
@@ -184,6 +207,7 @@ class Outbox:
         self.drop_report_s = drop_report_s
         self.clock = clock
         self.chain = ""
+        self._per_type: dict[str, tuple[int, str]] = {}  # event type -> (priority, topic)
         self._st = _State()
         self._q: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
@@ -240,7 +264,11 @@ class Outbox:
         await self.close()
 
     # -- the API -----------------------------------------------------------------------------
-    async def add(self, events: Iterable[Event], fn: Optional[Callable[[sqlite3.Connection], Any]] = None) -> Any:
+    def new_chain(self) -> Chain:
+        """A :class:`Chain` for :meth:`add`."""
+        return Chain()
+
+    async def add(self, events: Iterable[Event], fn: Optional[Callable[[sqlite3.Connection], Any]] = None, *, chain: Optional[Chain] = None) -> Any:
         """Store ``events`` durably, in order, in one transaction; returns ``fn(conn)``'s result.
 
         ``fn`` (optional) runs first on the outbox thread inside the same transaction, so
@@ -248,14 +276,20 @@ class Outbox:
         the events. It must not commit, roll back or keep ``conn``. If ``fn`` or the insert
         raises, nothing of this call is stored and the exception is raised here.
 
-        Each event gets ``seq`` and the hash chain now; ``events`` may be empty.
+        Each event gets ``seq`` and the hash chain now; ``events`` may be empty. With ``chain``
+        it is not stored if an earlier write of that chain failed (see :class:`Chain`).
         """
         evs = list(events)
-        for ev in evs:
-            if ev.type not in EVENT_TYPES:
-                raise OutboxError("event type %r is not in the contract" % ev.type)
-        if len({ev.id for ev in evs}) != len(evs):
-            raise OutboxError("the same event (id) is twice in one add(); create each event once with new_event()")
+        try:
+            for ev in evs:
+                if ev.type not in EVENT_TYPES:
+                    raise OutboxError("event type %r is not in the contract" % ev.type)
+            if len({ev.id for ev in evs}) != len(evs):
+                raise OutboxError("the same event (id) is twice in one add(); create each event once with new_event()")
+        except OutboxError:
+            if chain is not None:
+                chain.broken = True  # before any later write of the chain is submitted
+            raise
 
         def job(conn):
             result = fn(conn) if fn is not None else None
@@ -265,7 +299,13 @@ class Outbox:
                 self._report_drops(conn)
             return result
 
-        return await self._submit(job, write=True)
+        try:
+            fut = self._submit(job, write=True, chain=chain)
+        except OutboxClosed:
+            if chain is not None:
+                chain.broken = True
+            raise
+        return await fut
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(conn)`` in a transaction on the outbox thread; returns its result."""
@@ -340,11 +380,11 @@ class Outbox:
         return await self._submit(job, write=False)
 
     # -- the thread --------------------------------------------------------------------------
-    def _submit(self, fn, *, write: bool) -> "asyncio.Future":
+    def _submit(self, fn, *, write: bool, chain: Optional[Chain] = None) -> "asyncio.Future":
         if self._closed:
             raise OutboxClosed("the outbox is closed")
         fut = self._loop.create_future()
-        self._q.put(_Job(fn, write, fut))
+        self._q.put(_Job(fn, write, fut, chain=chain))
         return fut
 
     def _resolve(self, fut: asyncio.Future, result: Any, exc: Optional[BaseException]) -> None:
@@ -406,6 +446,9 @@ class Outbox:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
+                if job.chain is not None and job.chain.broken:
+                    results.append((job, None, ChainBroken("not stored: an earlier write it builds on failed")))
+                    continue
                 before = self._st.copy()
                 conn.execute("SAVEPOINT job")
                 try:
@@ -416,6 +459,8 @@ class Outbox:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     self._st = before
+                    if job.chain is not None:
+                        job.chain.broken = True
                     results.append((job, None, exc))
             self._save_meta(conn)
             conn.execute("COMMIT")
@@ -428,19 +473,26 @@ class Outbox:
             err = OutboxError("outbox transaction failed: %s" % exc)
             err.__cause__ = exc
             for job in jobs:
+                if job.chain is not None:
+                    job.chain.broken = True
                 self._post(job.future, None, err)
             return
-        for job, r, exc in results:
-            self._post(job.future, r, exc)
+        # One hand-over to the loop for the whole group (each wakes it through a pipe).
         try:
-            if self._st.wrote:
-                self._loop.call_soon_threadsafe(self.changed.set)
-            if self._st.wrote_states:
-                self._loop.call_soon_threadsafe(self.states_changed.set)
-            if self._st.pending_drops:
-                self._loop.call_soon_threadsafe(self._schedule_report)
+            self._loop.call_soon_threadsafe(self._committed, results, self._st.wrote, self._st.wrote_states, bool(self._st.pending_drops))
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
+
+    def _committed(self, results: list, wrote: bool, wrote_states: bool, drops: bool) -> None:
+        """On the loop: a group's results, then wake the uplink."""
+        for job, r, exc in results:
+            self._resolve(job.future, r, exc)
+        if wrote:
+            self.changed.set()
+        if wrote_states:
+            self.states_changed.set()
+        if drops:
+            self._schedule_report()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0, check_same_thread=True)
@@ -475,10 +527,14 @@ class Outbox:
         st = self._st
         now = self.clock()
         rows = []
+        per_type = self._per_type
         for ev in events:
             seq = st.seq + 1
             ce, payload = self.contract.encode(ev, seq=seq, chain=self.chain, prevhash=st.hash, key=self.chain_key)
-            rows.append((seq, ev.id, ev.type, int(ev.priority), ce["source"], self.contract.event_topic(ev.type), payload, st.hash, ce["hash"], now))
+            t = per_type.get(ev.type)
+            if t is None:
+                t = per_type[ev.type] = (int(ev.priority), self.contract.event_topic(ev.type))
+            rows.append((seq, ev.id, ev.type, t[0], ce["source"], t[1], payload, st.hash, ce["hash"], now))
             st.seq, st.hash = seq, ce["hash"]
             st.count += 1
             st.bytes += len(payload)

@@ -184,9 +184,9 @@ class Uplink:
             done = self._loop.create_future()
             what = ("status", done)
             if conn.publish(self.contract.status_topic, self.contract.status("offline", reason="shutdown"), retain=True, props=None, what=what):
-                try:
-                    await asyncio.wait_for(asyncio.shield(done), timeout)
-                except asyncio.TimeoutError:
+                # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancel and hang stop().
+                await asyncio.wait([done, conn.closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done.done():
                     log.warning("no PUBACK for the offline status within %.1fs", timeout)
         if self._task:
             self._task.cancel()
@@ -195,10 +195,8 @@ class Uplink:
             except (asyncio.CancelledError, Exception):
                 pass
         if self._ack_task:
-            try:
-                await asyncio.wait_for(self._ack_task, timeout)
-            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait([self._ack_task], timeout=timeout)
+            self._ack_task.cancel()  # no-op when it finished
         if self._conn is not None:
             await self._conn.close()
             self._conn = None

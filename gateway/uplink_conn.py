@@ -1,12 +1,15 @@
-"""The uplink's MQTT connection: one paho-mqtt 2 client driven from the asyncio loop.
+"""The uplink's MQTT connection: a lean MQTT 5 / 3.1.1 client on the asyncio loop.
 
-As Home Assistant does it: the blocking TCP connect and TLS handshake run in an executor, then
-the socket is watched with ``add_reader``/``add_writer`` and paho's ``loop_read``,
-``loop_write`` and ``loop_misc`` run on the event loop, so there is no paho thread. Paho's
-callbacks only queue what happened; the queue is handled in a separate loop callback, never
-inside paho (its locks are not re-entrant: publishing from ``on_publish`` would deadlock; paho
-issues #354, #346). Connection failures become typed errors whose messages name the config key
-to check.
+One :class:`Connection` per connection attempt: the TCP connect and TLS handshake are asyncio's
+(``create_connection``), packets are :mod:`linli.mqtt_wire`'s. It replaced a paho-mqtt client
+driven from the loop because paho's per-message Python work (a ``MQTTMessageInfo``, a
+``ReasonCode`` and ``Properties`` per PUBACK, locks) was a third of the gateway's time at full
+ingest rate (bench/ingest.py). What it does is what paho did for us: QoS 1 PUBLISH with at
+most ``inflight`` on the wire (lowered to the broker's MQTT 5 Receive Maximum at once), the
+rest queued in order and sent as PUBACKs free slots; PINGREQ when idle and a dropped
+connection when the broker falls silent (keepalive); the will; SUBSCRIBE and PUBACKs for what
+the backend sends. Everything one loop iteration publishes leaves in one write. Connection
+failures become typed errors whose messages name the config key to check.
 """
 
 from __future__ import annotations
@@ -15,14 +18,10 @@ import asyncio
 import collections
 import logging
 import ssl
-import threading
+import time
 from typing import TYPE_CHECKING, Optional
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from linli import mqtt_wire as wire
 from linli.contract import CONTENT_TYPE
 from linli.errors import LinliError
 
@@ -30,7 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from linli.outbox import Pending
     from linli.uplink import Uplink
 
-PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
+log = logging.getLogger("linli.uplink")
+
+PROTOCOLS = ("5", "3.1.1")
 
 
 class UplinkError(LinliError):
@@ -53,249 +54,214 @@ class UplinkProtocolError(UplinkConnectError):
     """The broker refused the MQTT protocol version offered."""
 
 
-class _LastMessage(logging.Handler):
-    """Keeps paho's last warning/error on the connection (for a clear error message)."""
-
-    def __init__(self, conn: "Connection"):
-        super().__init__(logging.WARNING)
-        self.conn = conn
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.conn.last_log = record.getMessage()
-        except Exception:  # never let logging break paho
-            pass
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _utf8(s: str) -> bytes:
-    b = s.encode("utf-8")
-    return len(b).to_bytes(2, "big") + b
+    return wire.field(s.encode("utf-8"))
 
 
-class _PackedProperties(Properties):
-    """PUBLISH properties packed once by us: paho's Properties costs ~80 us per message."""
+class PackedProperties:
+    """MQTT 5 PUBLISH properties packed once (with their length), ready for the wire."""
 
-    def __init__(self, packed: bytes, text: str):
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        object.__setattr__(self, "names", {})
-        object.__setattr__(self, "_packed", packed)
-        object.__setattr__(self, "_text", text)
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed: bytes):
+        self._packed = packed
 
     def pack(self) -> bytes:
         return self._packed
 
-    def __str__(self) -> str:
-        return self._text
+
+# PayloadFormatIndicator=1 (UTF-8), ContentType, and the constant user property.
+_CT = b"\x01\x01" + b"\x03" + _utf8(CONTENT_TYPE) + b"\x26" + _utf8("specversion") + _utf8("1.0")
+_ID, _SOURCE, _TYPE, _SEQ = (b"\x26" + _utf8(k) for k in ("id", "source", "type", "seq"))
 
 
-_CT = b"\x01\x01" + b"\x03" + _utf8(CONTENT_TYPE)  # PayloadFormatIndicator=1 (UTF-8), ContentType
-
-
-def event_properties(row: "Pending") -> Properties:
+def event_properties(row: "Pending") -> PackedProperties:
     """MQTT 5 properties of an event: the CloudEvents content type and the attributes a broker
     or consumer may route on, mirrored as user properties (CloudEvents MQTT binding)."""
-    pairs = (("specversion", "1.0"), ("id", row.id), ("source", row.source), ("type", "linli." + row.type), ("seq", str(row.seq)))
-    body = _CT + b"".join(b"\x26" + _utf8(k) + _utf8(v) for k, v in pairs)
-    return _PackedProperties(_varint(len(body)) + body, "[UserProperty: %r]" % (pairs,))
+    body = b"".join((_CT, _ID, _utf8(row.id), _SOURCE, _utf8(row.source), _TYPE, _utf8("linli." + row.type), _SEQ, _utf8(str(row.seq))))
+    return PackedProperties(wire.varint(len(body)) + body)
+
+
+_NO_PROPS = b"\x00"
+
+
+class _Props:
+    """CONNACK properties by paho's names (``props.ReceiveMaximum``), only those present."""
+
+    def __init__(self, props: dict):
+        for ident, name in wire.PROPERTY_NAMES.items():
+            if ident in props:
+                setattr(self, name, props[ident])
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, conn: "Connection"):
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn._received(data)
+
+    def connection_lost(self, exc) -> None:
+        self.conn._lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.conn._writable.set()
 
 
 class Connection:
-    """One connection attempt: a paho client driven from the event loop, and what is in flight.
+    """One connection attempt and what is in flight on it.
 
-    As Home Assistant does it: the blocking TCP connect and TLS handshake run in an executor;
-    then the socket is watched with ``add_reader``/``add_writer`` and paho's ``loop_read``,
-    ``loop_write`` and ``loop_misc`` run on the event loop. No paho thread, so nothing is
-    shared across threads except during ``connect()``. Paho's callbacks still only queue what
-    happened; it is handled in a separate loop callback, never inside paho (whose locks are not
-    re-entrant: publishing from ``on_publish`` would deadlock).
+    ``connack`` resolves to ``(reason, properties)`` (``reason.is_failure``, ``.value``);
+    ``closed`` to why the connection ended. :meth:`publish` hands PUBACKs to
+    ``up._puback(conn, pid, reason)`` and backend messages to ``up._message(topic, payload)``,
+    both on the event loop.
     """
 
     def __init__(self, up: "Uplink", protocol: str):
         """``up`` provides settings, contract, the TLS context and the ack/message handlers."""
         self.up = up
         self.protocol = protocol
+        self.v5 = protocol == "5"
         self.loop = up._loop
         self.connack: asyncio.Future = self.loop.create_future()
         self.closed: asyncio.Future = self.loop.create_future()
         self.window_free = asyncio.Event()
-        self.inflight: dict[int, tuple] = {}
+        self.inflight: dict[int, tuple] = {}  # packet id -> what, until its PUBACK
         self.events_inflight = 0
         self.last_log = ""
         self.abandoned = False
-        self._pending: collections.deque = collections.deque()
-        self._scheduled = False
-        self._sock = None
-        self._writing = False
-        self._misc: Optional[asyncio.TimerHandle] = None
-        self._loop_thread = threading.get_ident()
+        # The paho-era interface: uplink.py subscribes through ``conn.client.subscribe``.
+        self.client = self
         s = up.settings
-        cid = s.client_id or "linli-%s-%s" % (up.contract.site, up.contract.gateway)
-        kw: dict = {"client_id": cid, "protocol": PROTOCOLS[protocol], "reconnect_on_failure": False}
-        if protocol != "5":
-            kw["clean_session"] = True
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, **kw)
-        c.connect_timeout = s.connect_timeout_s
-        c.max_inflight_messages_set(min(s.inflight, up._receive_max))
-        c.max_queued_messages_set(0)
-        if s.tls:
-            c.tls_set_context(up._ssl)
-        if s.username is not None:
-            c.username_pw_set(s.username, s.password)
-        c.will_set(up.contract.status_topic, up.contract.status("offline", reason="lost"), qos=1, retain=True)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_publish = self._on_publish
-        c.on_message = self._on_message
-        c.on_socket_close = self._on_socket_close
-        c.on_socket_register_write = self._on_register_write
-        c.on_socket_unregister_write = self._on_unregister_write
-        # Paho's own warnings and errors (a TLS alert, say) explain an early close; a logger
-        # (not on_log) so that paho formats nothing below WARNING.
-        plog = logging.Logger("linli.uplink.paho", logging.WARNING)
-        plog.addHandler(_LastMessage(self))
-        c.enable_logger(plog)
-        self.client = c
+        self.client_id = s.client_id or "linli-%s-%s" % (up.contract.site, up.contract.gateway)
+        self._limit = min(s.inflight, up._receive_max)
+        self._on_wire = 0
+        self._queued: collections.deque = collections.deque()  # packets waiting for a slot
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._pid = 0
+        self._rest = b""
+        self._transport: Optional[asyncio.Transport] = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._tick_handle: Optional[asyncio.TimerHandle] = None
+        self._last_rx = self._last_tx = time.monotonic()
 
-    # -- paho callbacks: record and hand over, nothing else -----------------------------------
-    def _on_loop(self, fn, *args) -> None:
-        """Run ``fn`` soon on the event loop (paho calls some callbacks from connect()'s thread)."""
+    # -- connecting --------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """TCP connect, TLS handshake, CONNECT sent (``connack`` resolves later)."""
+        s = self.up.settings
         try:
-            if threading.get_ident() == self._loop_thread:
-                self.loop.call_soon(fn, *args)
-            else:
-                self.loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # loop closed during shutdown
-            pass
-
-    def _hand(self, item: tuple) -> None:
-        self._pending.append(item)
-        if not self._scheduled:
-            self._scheduled = True
-            self._on_loop(self._drain)
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        self._hand(("connack", reason_code, properties))
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._hand(("disconnect", reason_code))
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
-        self._hand(("puback", mid, reason_code))
-
-    def _on_message(self, client, userdata, msg):
-        self._hand(("message", msg.topic, msg.payload))
-
-    # Socket (un)registration touches only the selector, never paho: done at once on the loop.
-    def _on_socket_close(self, client, userdata, sock):
-        self._now_or_soon(self._detach, sock)
-
-    def _on_register_write(self, client, userdata, sock):
-        self._now_or_soon(self._want_write, sock)
-
-    def _on_unregister_write(self, client, userdata, sock):
-        self._now_or_soon(self._no_write, sock)
-
-    def _now_or_soon(self, fn, sock) -> None:
-        if threading.get_ident() == self._loop_thread:
-            fn(sock)
-        else:
-            self._on_loop(fn, sock)
-
-    # -- socket plumbing (event loop) --------------------------------------------------------
-    def _attach(self) -> None:
-        sock = self.client.socket()
-        if sock is None:
+            async with asyncio.timeout(s.connect_timeout_s):
+                transport, _ = await self.loop.create_connection(lambda: _Protocol(self), s.host, s.port, ssl=self.up._ssl if s.tls else None)
+        except ssl.SSLCertVerificationError as exc:
+            raise UplinkTLSError(
+                "TLS handshake with %s:%d failed: certificate verify failed (%s): the broker's certificate is not signed by a CA in %s.ca_file (%s), or its name does not match %r"
+                % (s.host, s.port, exc.verify_message or exc.reason, s.key, s.ca_file or "the system CAs", s.host)
+            ) from None
+        except ssl.SSLError as exc:
+            raise UplinkTLSError("TLS handshake with %s:%d failed: %s (check %s.tls, ca_file, cert_file, key_file)" % (s.host, s.port, exc.reason or exc, s.key)) from None
+        except TimeoutError:
+            raise UplinkConnectError("cannot connect to %s:%d: timed out after %.0fs" % (s.host, s.port, s.connect_timeout_s)) from None
+        except (OSError, ValueError) as exc:
+            raise UplinkConnectError("cannot connect to %s:%d: %s" % (s.host, s.port, exc)) from None
+        if self.abandoned:  # closed while connecting: do not leave a half-open session behind
+            transport.close()
             return
-        self._sock = sock
-        self.loop.add_reader(sock, self._readable)
-        if self.client.want_write():
-            self._want_write(sock)
-        self._misc = self.loop.call_later(1.0, self._tick)
-
-    def _readable(self) -> None:
-        self.client.loop_read()
-        # TLS: bytes already decrypted inside the SSL object do not wake the selector again.
-        sock = self._sock
-        while sock is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
-            if self.client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
-            sock = self._sock
-
-    def _writable(self) -> None:
-        self.client.loop_write()
-
-    def _want_write(self, sock) -> None:
-        if sock is self._sock and not self._writing and sock.fileno() >= 0:
-            self._writing = True
-            try:
-                self.loop.add_writer(sock, self._writable)
-            except (ValueError, OSError):
-                self._writing = False
-
-    def _no_write(self, sock) -> None:
-        if sock is self._sock and self._writing:
-            self._writing = False
-            try:
-                self.loop.remove_writer(sock)
-            except (ValueError, OSError):  # closed under us
-                pass
+        self._transport = transport
+        c = self.up.contract
+        will = (c.status_topic, c.status("offline", reason="lost"), 1, True)
+        self._send(wire.connect(self.client_id, keepalive=s.keepalive, username=s.username, password=s.password, will=will, v5=self.v5))
+        if s.keepalive:
+            self._tick_handle = self.loop.call_later(1.0, self._tick)
 
     def _tick(self) -> None:
-        # Keepalive pings and their timeouts.
-        self._misc = None
-        if self._sock is None:
+        """Keepalive: PINGREQ when we sent nothing for a while, give up on a silent broker."""
+        self._tick_handle = None
+        if self._transport is None or self.closed.done():
             return
-        self.client.loop_misc()
-        if self._sock is not None:
-            self._misc = self.loop.call_later(1.0, self._tick)
+        ka = self.up.settings.keepalive
+        now = time.monotonic()
+        if now - self._last_rx > ka * 1.5:
+            self.last_log = "no packet from the broker for %.0f s (keepalive %d s)" % (now - self._last_rx, ka)
+            self._transport.abort()
+            return
+        if now - self._last_tx >= ka / 2:
+            self._send(wire.PINGREQ)
+        self._tick_handle = self.loop.call_later(1.0, self._tick)
 
-    def _detach(self, sock=None) -> None:
-        if self._sock is None or (sock is not None and sock is not self._sock):
-            return
-        s, self._sock = self._sock, None
+    # -- packets in --------------------------------------------------------------------------
+    def _received(self, data: bytes) -> None:
+        self._last_rx = time.monotonic()
         try:
-            self.loop.remove_reader(s)
-            if self._writing:
-                self.loop.remove_writer(s)
-        except (ValueError, OSError):  # already closed
-            pass
-        self._writing = False
-        if self._misc is not None:
-            self._misc.cancel()
-            self._misc = None
-        # Paho reports a lost connection through on_disconnect; make sure we see it even if not.
-        self._hand(("disconnect", "socket closed"))
+            packets, self._rest = wire.split(self._rest + data if self._rest else data)
+            freed = False
+            for b0, body in packets:
+                t = b0 & 0xF0
+                if t == 0x40:  # PUBACK
+                    pid = body[0] << 8 | body[1]
+                    reason = wire.Reason(body[2]) if len(body) > 2 and body[2] else wire.SUCCESS
+                    if pid in self.inflight:
+                        self._on_wire -= 1
+                        freed = True
+                    self.up._puback(self, pid, reason)
+                elif t == 0x30:
+                    topic, pid, payload = wire.parse_publish(b0, body, self.v5)
+                    if pid:
+                        self._send(wire.puback(pid))
+                    self.up._message(topic.decode("utf-8", "replace"), payload)
+                elif t == 0x20:
+                    self._connack(body)
+                elif t == 0x90:
+                    codes = body[2:]
+                    if self.v5:
+                        _, p = wire.read_varint(body, 2)
+                        codes = body[p:]
+                    if any(c >= 0x80 for c in codes):
+                        log.warning("%s:%d refused a subscription: %s", self.up.settings.host, self.up.settings.port, ", ".join(str(wire.Reason(c)) for c in codes))
+                elif t == 0xE0:  # MQTT 5: the broker says why it disconnects us
+                    self.last_log = "broker sent DISCONNECT: %s" % (wire.Reason(body[0]) if body else "normal")
+            if freed:
+                self._release()
+            self._flush()  # now, not next iteration: each PUBACK round trip frees the next slots
+        except (wire.MQTTProtocolError, IndexError, UnicodeDecodeError) as exc:
+            self.last_log = "malformed packet from the broker: %s" % exc
+            log.error("upstream %s; dropping the connection", self.last_log)
+            self._transport.abort()
 
-    # -- on the event loop -------------------------------------------------------------------
-    def _drain(self) -> None:
-        self._scheduled = False
-        while self._pending:
-            item = self._pending.popleft()
-            kind = item[0]
-            if kind == "puback":
-                self.up._puback(self, item[1], item[2])
-            elif kind == "connack":
-                if not self.connack.done():
-                    self.connack.set_result((item[1], item[2]))
-            elif kind == "disconnect":
-                self._set_closed(item[1])
-            elif kind == "message":
-                self.up._message(item[1], item[2])
+    def _connack(self, body: bytes) -> None:
+        if self.connack.done():
+            return
+        code = body[1]
+        props = None
+        if self.v5:
+            props = _Props(wire.parse_properties(body, 2)[0] if len(body) > 2 else {})
+            rm = getattr(props, "ReceiveMaximum", None)
+            if rm:
+                self._limit = min(self._limit, rm)
+            reason = wire.Reason(code, connack=True)
+        else:
+            reason = wire.Reason(wire.V311_CONNACK.get(code, code), connack=True)
+        self.connack.set_result((reason, props))
+
+    def _lost(self, exc) -> None:
+        self._transport = None
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        if exc is not None and not self.last_log:
+            self.last_log = str(exc)
+        self._set_closed(self.last_log or "connection closed")
 
     def _set_closed(self, reason) -> None:
         if not self.closed.done():
             self.closed.set_result(reason)
         if not self.connack.done():
             self.connack.set_exception(self._early_close_error(reason))
+            self.connack.exception()  # retrieved: nobody may be waiting any more
         self.window_free.set()
 
     def _early_close_error(self, reason) -> UplinkConnectError:
@@ -309,59 +275,65 @@ class Connection:
         err.before_connack = True  # what some 3.1.1-only brokers do to an MQTT 5 CONNECT
         return err
 
-    def _connect_blocking(self) -> None:
-        """In an executor: the TCP connect and TLS handshake (paho then sends CONNECT)."""
-        s = self.up.settings
-        c = self.client
-        try:
-            if self.protocol == "5":
-                c.connect(s.host, s.port, s.keepalive, clean_start=True)
-            else:
-                c.connect(s.host, s.port, s.keepalive)
-        except ssl.SSLCertVerificationError as exc:
-            raise UplinkTLSError(
-                "TLS handshake with %s:%d failed: certificate verify failed (%s): the broker's certificate is not signed by a CA in %s.ca_file (%s), or its name does not match %r"
-                % (s.host, s.port, exc.verify_message or exc.reason, s.key, s.ca_file or "the system CAs", s.host)
-            ) from None
-        except ssl.SSLError as exc:
-            raise UplinkTLSError("TLS handshake with %s:%d failed: %s (check %s.tls, ca_file, cert_file, key_file)" % (s.host, s.port, exc.reason or exc, s.key)) from None
-        except (OSError, ValueError) as exc:
-            raise UplinkConnectError("cannot connect to %s:%d: %s" % (s.host, s.port, exc)) from None
-        if self.abandoned:  # closed while connecting: do not leave a half-open session behind
-            sock = c.socket()
-            if sock is not None:
-                sock.close()
+    # -- packets out -------------------------------------------------------------------------
+    def _send(self, packet: bytes) -> None:
+        """Queue a packet; everything queued in this loop iteration is written at once."""
+        self._out.append(packet)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
-    async def connect(self) -> None:
-        await self.loop.run_in_executor(None, self._connect_blocking)
-        if self.abandoned:  # closed while connecting
-            self._close_now()
-            return
-        self._attach()
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(self._out))
+            self._last_tx = time.monotonic()
+        self._out.clear()
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool, props: Optional[Properties], what: tuple) -> bool:
-        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+    def _release(self) -> None:
+        """Send queued PUBLISHes while there are free in-flight slots."""
+        q = self._queued
+        while q and self._on_wire < self._limit:
+            self._send(q.popleft())
+            self._on_wire += 1
+
+    def _next_pid(self) -> int:
+        pid = self._pid
+        while True:
+            pid = pid % 0xFFFF + 1
+            if pid not in self.inflight:
+                self._pid = pid
+                return pid
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool, props: Optional[PackedProperties], what: tuple) -> bool:
+        """QoS 1 PUBLISH (sent now, or queued until an in-flight slot frees); ``what`` comes
+        back with its PUBACK. False when the connection is gone."""
+        if self._transport is None or self.closed.done() or len(self.inflight) >= 0xFFFF:
             return False
-        self.inflight[info.mid] = what
+        pid = self._next_pid()
+        pkt = wire.publish(topic.encode("utf-8"), payload, pid, retain=retain, props=(props.pack() if props is not None else _NO_PROPS) if self.v5 else None)
+        self.inflight[pid] = what
+        if self._on_wire < self._limit and not self._queued:
+            self._on_wire += 1
+            self._send(pkt)
+        else:
+            self._queued.append(pkt)
         return True
 
-    def _close_now(self) -> None:
-        self._detach()
-        sock = self.client.socket()
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """SUBSCRIBE to one filter (its SUBACK is only checked for a refusal)."""
+        if self._transport is not None:
+            self._send(wire.subscribe(self._next_pid(), topic_filter, qos, v5=self.v5))
 
     async def close(self, timeout: float = 2.0) -> None:
         """Send DISCONNECT if still connected (the will is then not published), then drop."""
         self.abandoned = True
-        if self._sock is not None and not self.closed.done():
-            try:
-                self.client.disconnect()
-                await asyncio.wait_for(asyncio.shield(self.closed), timeout)
-            except (asyncio.TimeoutError, Exception):
-                pass
-        self._close_now()
+        t = self._transport
+        if t is not None and not self.closed.done():
+            self._send(wire.DISCONNECT)
+            self._flush()
+            t.close()
+            # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancel and hang stop().
+            await asyncio.wait([self.closed], timeout=timeout)
+            if not self.closed.done() and self._transport is not None:
+                self._transport.abort()

@@ -271,3 +271,88 @@ def test_sleep_aware_availability(gw):
         await ing.stop()
 
     asyncio.run(main())
+
+
+def test_overlapping_batches_fail_together_and_the_retries_are_stored_once(tmp_path):
+    """With the real outbox, a batch is verified while the one before is being stored. When
+    that one fails, the later one (built on its in-memory state: replay windows, latches) must
+    fail with it: otherwise the retried frames would look like duplicates and be lost."""
+    import threading
+    import time as _time
+
+    from linli.contract import Contract
+    from linli.outbox import Outbox
+
+    async def main():
+        cfg = Config.from_text(CFG.format(d=tmp_path))
+        ks = KeyStore(tmp_path / "keys.db")
+        ob = await Outbox.open(tmp_path / "gw.db", Contract("test-site", "gw-1"))
+        fail = threading.Event()
+
+        def stage_state(conn, st):  # runs inside each batch's transaction, on the outbox thread
+            if fail.is_set():
+                fail.clear()
+                _time.sleep(0.3)  # the next batch is prepared and queued meanwhile
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+
+        ing = Ingest(cfg, ks.lookup, ob, PetRegistry(tmp_path / "pets.json", tag_key=TAG_KEY), batch=4, stage_state=stage_state)
+        await ing.start()
+        b = Node("bin-0001", Role.BIN, ks)
+        first = [b.frame(Kind.TELEMETRY, {"fill": 10 + i}) for i in range(4)]
+        second = [b.frame(Kind.TELEMETRY, {"fill": 90 + i}) for i in range(4)]  # crosses bin.full
+        fail.set()
+        for raw in first:
+            ing.submit(raw, b.reply, topic_id=b.id)
+        while not ing._inflight:
+            await asyncio.sleep(0.005)
+        for raw in second:
+            ing.submit(raw, b.reply, topic_id=b.id)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if ing.counts.get("batch_failed") == 2 and not ing._inflight:
+                break
+        assert ing.counts.get("batch_failed") == 2, ing.counts  # the second failed with the first
+        assert b.acks() == [] and (await ob.stats()).last_seq == 0
+        assert ing.receiver.window(b.id).last == 0 and "bin-0001" not in ing.nodes
+        await run(ing, b, *(first + second))  # the node sends them all again
+        for _ in range(100):
+            if len(b.acks()) == 8:
+                break
+            await asyncio.sleep(0.01)
+        assert b.acks() == [(c, 0) for c in range(1, 9)]
+        rows = await ob.read(0, 100)
+        types = [r.type for r in rows]
+        assert types.count("node.telemetry") == 8 and types.count("bin.full") == 1, types
+        assert ing.counts.get("duplicate", 0) == 0
+        await ing.stop()
+        await ob.close()
+        ks.close()
+
+    asyncio.run(main())
+
+
+def test_a_bug_halfway_through_a_batch_leaves_nothing_half_applied(gw):
+    ing, ks, sink, _ = gw()
+    real = ing.rules.telemetry
+    seen = []
+
+    def flaky(st, body, at):
+        seen.append(body["fill"])
+        if len(seen) == 3:  # the third frame of the batch hits a bug
+            raise RuntimeError("a bug in a rule (injected)")
+        return real(st, body, at)
+
+    async def main():
+        b = Node("bin-0001", Role.BIN, ks)
+        frames = [b.frame(Kind.TELEMETRY, {"fill": 10 + i}) for i in range(3)]
+        ing.rules.telemetry = flaky
+        await ing.start()
+        await run(ing, b, *frames)
+        assert ing.counts["batch_failed"] == 1 and b.acks() == [] and sink.events() == []
+        assert ing.receiver.window(b.id).last == 0 and "bin-0001" not in ing.nodes  # all undone
+        ing.rules.telemetry = real
+        await run(ing, b, *frames)
+        assert b.acks() == [(1, 0), (2, 0), (3, 0)] and len(sink.events("node.telemetry")) == 3
+        await ing.stop()
+
+    asyncio.run(main())

@@ -13,7 +13,7 @@ import pytest
 
 from linli.contract import GENESIS, Contract
 from linli.events import Priority, new_event
-from linli.outbox import Outbox, OutboxError
+from linli.outbox import ChainBroken, Outbox, OutboxError
 from linli.verify import verify_lines
 
 C = Contract("site-1", "gw-1")
@@ -104,6 +104,38 @@ def test_concurrent_adds_commit_together_but_fail_alone(tmp_path):
         rows = await everything(ob)
         assert [r.seq for r in rows] == list(range(1, 41))
         assert verify_lines([r.payload.decode() for r in rows]).ok
+        await ob.close()
+
+    run(go())
+
+
+def test_a_write_chain_stops_at_the_first_failure_until_reset(tmp_path):
+    """Writes that build on each other (ingest's overlapping batches): after one fails, the
+    later ones of the same chain are not stored; other writes and, after reset(), the chain
+    itself go on."""
+
+    async def go():
+        ob = await Outbox.open(tmp_path / "gw.db", C)
+        chain = ob.new_chain()
+
+        def boom(conn):
+            raise RuntimeError("disk full (injected)")
+
+        calls = [ob.add([tel(1)], chain=chain), ob.add([tel(2)], boom, chain=chain), ob.add([tel(3)], chain=chain), ob.add([tel(4)]), ob.add([tel(5)], chain=chain)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert results[0] is None and results[3] is None
+        assert isinstance(results[1], RuntimeError)
+        assert isinstance(results[2], ChainBroken) and isinstance(results[4], ChainBroken)
+        assert [json.loads(r.payload)["data"]["readings"]["i"] for r in await everything(ob)] == [1, 4]
+        # An event the contract does not know breaks the chain too, before anything is queued.
+        chain.reset()
+        bad = tel(6)
+        bad.type = "no.such.type"
+        results = await asyncio.gather(ob.add([bad], chain=chain), ob.add([tel(7)], chain=chain), return_exceptions=True)
+        assert isinstance(results[0], OutboxError) and isinstance(results[1], ChainBroken)
+        chain.reset()
+        await ob.add([tel(8)], chain=chain)
+        assert [json.loads(r.payload)["data"]["readings"]["i"] for r in await everything(ob)] == [1, 4, 8]
         await ob.close()
 
     run(go())

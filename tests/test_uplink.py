@@ -565,3 +565,81 @@ def test_packed_user_properties_match_paho():
     ref.ContentType = CONTENT_TYPE
     ref.UserProperty = [("specversion", "1.0"), ("id", row.id), ("source", row.source), ("type", "linli.bin.full"), ("seq", "7")]
     assert event_properties(row).pack() == ref.pack()
+
+
+class FakeV5Broker:
+    """A scripted MQTT 5 broker: CONNACK with Receive Maximum 3; each PUBLISH PUBACKed a little
+    later, counting how many were unacknowledged at once; on the first connection it falls
+    silent (no PUBACK, no PINGRESP) after ``silent_after`` PUBLISHes."""
+
+    def __init__(self, silent_after=10):
+        self.silent_after = silent_after
+        self.connections = 0
+        self.published = []  # (connection, seq) in arrival order
+        self.max_unacked = 0
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.host, self.port = "127.0.0.1", self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader, writer):
+        from linli import mqtt_wire as wire
+
+        self.connections += 1
+        conn, unacked, rest = self.connections, [0], b""
+        silent = False
+
+        async def ack_later(pid):
+            await asyncio.sleep(0.005)
+            if not silent:
+                unacked[0] -= 1
+                writer.write(wire.puback(pid))
+
+        while data := await reader.read(65536):
+            packets, rest = wire.split(rest + data)
+            for b0, body in packets:
+                t = b0 & 0xF0
+                if t == 0x10:
+                    assert body[6] == 5, "expected an MQTT 5 CONNECT"
+                    writer.write(b"\x20\x06\x00\x00" + b"\x03\x21\x00\x03")  # Receive Maximum 3
+                elif t == 0x30 and not silent:
+                    topic, pid, payload = wire.parse_publish(b0, body, v5=True)
+                    if b"/events/" in topic:
+                        self.published.append((conn, json.loads(payload)["seq"]))
+                    unacked[0] += 1
+                    self.max_unacked = max(self.max_unacked, unacked[0])
+                    asyncio.ensure_future(ack_later(pid))
+                    silent = conn == 1 and len(self.published) >= self.silent_after
+                elif t == 0x80 and not silent:
+                    writer.write(bytes((0x90, 4)) + body[:2] + b"\x00\x01")
+                elif b0 == 0xC0 and not silent:
+                    writer.write(b"\xd0\x00")
+        writer.close()
+
+
+def test_receive_maximum_is_kept_and_a_silent_broker_is_left_for_a_new_connection(tmp_path):
+    """The client speaks for itself here (no Mosquitto): at most Receive Maximum PUBLISHes
+    unacknowledged, PINGREQ on an idle connection, and a broker that stops answering is
+    dropped after 1.5 keepalives; what it never acked is published again, oldest first."""
+
+    async def go():
+        fake = await FakeV5Broker(silent_after=10).start()
+        ob = await Outbox.open(tmp_path / "gw.db", C)
+        await ob.add([tel(i, "n%d" % (i % 3)) for i in range(30)])
+        up = Uplink(settings(fake, protocol="5", keepalive=1, inflight=20), ob)
+        await up.start()
+        await up.wait_idle(15)
+        await up.stop()
+        await ob.close()
+        fake.server.close()
+        return fake, up
+
+    fake, up = asyncio.run(go())
+    assert fake.max_unacked <= 3
+    assert fake.connections == 2 and up.stats.connects == 2
+    first = [s for c, s in fake.published if c == 1]
+    again = [s for c, s in fake.published if c == 2]
+    assert first[:10] == list(range(1, 11))
+    assert sorted(set(first) | set(again)) == list(range(1, 31))
+    assert again == sorted(again) and again[0] <= 11  # the unacked ones again, oldest first

@@ -38,12 +38,16 @@ class LinkKeys:
         if not data:
             return b""
         n = len(data)
-        nonce = node_prefix(node_id) + bytes((direction,)) + counter.to_bytes(4, "big")
-        blocks = b"".join(nonce + i.to_bytes(4, "big") for i in range((n + 15) // 16))
-        stream = self._ecb.update(blocks)[:n]
+        nonce = node_prefix(node_id) + _DIRECTION[direction] + counter.to_bytes(4, "big")
+        nb = (n + 15) >> 4
+        # nonce + nonce.join([c0, c1, ...]) is nonce c0 nonce c1 ...: the counter blocks, one join.
+        ctrs = _CTRS[:nb] if nb <= len(_CTRS) else [i.to_bytes(4, "big") for i in range(nb)]
+        stream = self._ecb.update(nonce + nonce.join(ctrs))[:n]
         return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
 
 
+_CTRS = tuple(i.to_bytes(4, "big") for i in range(16))  # a frame's payload fits in 16 blocks
+_DIRECTION = (b"\x00", b"\x01")
 _prefix_cache: dict[bytes, bytes] = {}
 
 

@@ -70,6 +70,11 @@ class Flag(enum.IntFlag):
 
 
 _KNOWN_FLAGS = Flag.DOWN | Flag.ALARM
+_KNOWN_FLAG_BITS = int(_KNOWN_FLAGS)
+# Header bytes -> enum members by dict lookup (calling an enum class is ~1 us a time).
+_KINDS = {int(k): k for k in Kind}
+_ROLES = {int(r): r for r in Role}
+_FLAGS = {i: Flag(i) for i in range(_KNOWN_FLAG_BITS + 1)}
 # Which way each kind may travel: UP, DOWN, or both (None).
 _DIRECTION = {
     Kind.HELLO: UP,
@@ -144,14 +149,14 @@ def seal(
         raise ValueError("counter must be 1..2^32-1, got %d" % counter)
     if not 0 <= ts < 2**32:
         raise ValueError("timestamp out of range: %d" % ts)
-    if int(flags) & ~int(_KNOWN_FLAGS):
-        raise ValueError("unknown flag bits: %#x" % int(flags))
+    fl = int(flags)  # plain ints from here: enum operators cost more than the AES (acks are hot)
+    if fl & ~_KNOWN_FLAG_BITS:
+        raise ValueError("unknown flag bits: %#x" % fl)
     size = 13 + len(nid) + len(payload) + TAG_SIZE
     if size > MAX_FRAME:
         raise ValueError("frame would be %d bytes; the limit is %d" % (size, MAX_FRAME))
-    direction = DOWN if flags & Flag.DOWN else UP
-    header = bytes((VERSION, int(kind), int(flags), int(role), len(nid))) + nid + _COUNTER_TS.pack(counter, ts)
-    body = header + keys.crypt(nid, direction, counter, payload)
+    header = bytes((VERSION, int(kind), fl, int(role), len(nid))) + nid + _COUNTER_TS.pack(counter, ts)
+    body = header + keys.crypt(nid, DOWN if fl & 1 else UP, counter, payload)
     return body + keys.tag(body)
 
 
@@ -172,20 +177,19 @@ def parse_header(raw: bytes) -> Header:
     if 13 + id_len + TAG_SIZE > n:
         raise LinkError(Reason.BAD_LENGTH, "header and tag overrun a %d-byte frame" % n)
     nid = bytes(raw[5 : 5 + id_len])
-    try:
-        kind = Kind(raw[1])
-    except ValueError:
-        raise LinkError(Reason.MALFORMED, "unknown kind %d" % raw[1]) from None
-    try:
-        role = Role(raw[3])
-    except ValueError:
-        raise LinkError(Reason.MALFORMED, "unknown role %d" % raw[3]) from None
-    if raw[2] & ~int(_KNOWN_FLAGS):
+    kind = _KINDS.get(raw[1])
+    if kind is None:
+        raise LinkError(Reason.MALFORMED, "unknown kind %d" % raw[1])
+    role = _ROLES.get(raw[3])
+    if role is None:
+        raise LinkError(Reason.MALFORMED, "unknown role %d" % raw[3])
+    flags = _FLAGS.get(raw[2])
+    if flags is None:
         raise LinkError(Reason.MALFORMED, "unknown flag bits %#x" % raw[2])
     if not _ID_RE.match(nid):
         raise LinkError(Reason.MALFORMED, "node id %r has characters outside [A-Za-z0-9._-]" % nid)
     counter, ts = _COUNTER_TS.unpack_from(raw, 5 + id_len)
-    return Header(VERSION, kind, Flag(raw[2]), role, nid.decode("ascii"), counter, ts, 13 + id_len)
+    return Header(VERSION, kind, flags, role, nid.decode("ascii"), counter, ts, 13 + id_len)
 
 
 def open_frame(
@@ -221,7 +225,8 @@ def open_frame(
     if not hmac.compare_digest(keys.tag(body), tag):
         raise LinkError(Reason.BAD_TAG, "tag does not verify", node_id=h.node_id, counter=h.counter)
     allowed = _DIRECTION[h.kind]
-    if h.direction != direction or (allowed is not None and allowed != direction):
+    h_dir = DOWN if raw[2] & 1 else UP  # int ops: the IntFlag operators are slow
+    if h_dir != direction or (allowed is not None and allowed != direction):
         raise LinkError(
             Reason.REPLAYED,
             "%s frame in the wrong direction (reflected?)" % h.kind.label,
@@ -238,7 +243,7 @@ def open_frame(
                 node_id=h.node_id,
                 counter=h.counter,
             )
-    payload = keys.crypt(h.node_id.encode("ascii"), h.direction, h.counter, body[h.payload_start :])
+    payload = keys.crypt(raw[5 : h.payload_start - 8], h_dir, h.counter, body[h.payload_start :])
     return Frame(h.kind, h.flags, h.role, h.node_id, h.counter, h.ts, payload, decode_body(payload, h), verdict)
 
 
