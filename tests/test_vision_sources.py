@@ -97,3 +97,54 @@ def test_dead_camera_degrades_reconnects_and_others_keep_going():
         back.server_close()
 
     asyncio.run(main())
+
+
+class _Stream(http.server.BaseHTTPRequestHandler):
+    """A live MJPEG camera: 50 frames a second whether anyone reads them or not; frame i is a
+    flat grey of level 20 + i (so a sampled frame tells how old it is)."""
+
+    sent = 0
+    pause = threading.Event()
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        i = 0
+        try:
+            while i < 220:
+                if _Stream.pause.is_set():
+                    time.sleep(0.05)
+                    continue
+                jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 20 + i, np.uint8))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
+                _Stream.sent = i
+                i += 1
+                time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_live_stream_sampled_slowly_gives_its_newest_frame_not_a_buffered_one():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stream)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    src = open_source("http://127.0.0.1:%d/stream.mjpg" % srv.server_address[1])
+    try:
+        assert isinstance(src, CaptureSource) and src.live
+        src.read()
+        time.sleep(1.5)  # ~75 frames go by between two samples, as between two 5 s samples of a real camera
+        level = int(round(src.read().mean())) - 20
+        behind = _Stream.sent - level
+        # The newest frame (give or take the ones in flight), not frame 1 from the socket buffer.
+        assert 0 <= behind <= 5 and level > 40, (level, _Stream.sent)
+        assert src.grabbed > 40  # the frames in between were drained, not decoded into samples
+        # The stream ends: the next sample says so, and a later read reconnects.
+        time.sleep(4.5)
+        with pytest.raises(SourceError, match="stopped sending frames"):
+            src.read()
+    finally:
+        src.close()
+        srv.shutdown()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -109,15 +110,23 @@ class SnapshotSource:
 class CaptureSource:
     """OpenCV ``VideoCapture``: RTSP, MJPEG over HTTP, video files, V4L2 devices.
 
-    ``reduce`` asks the driver for a smaller frame size where it can (V4L2, some RTSP cameras'
-    sub-streams are better chosen in the URL); ``loop`` restarts a video file at its end.
+    A **live** source (a stream or a device, not a file) keeps producing frames whether we read
+    them or not, and the backend buffers what we do not take: sampled every few seconds, a plain
+    ``read()`` would return a frame from seconds or minutes ago. So a live source is drained by
+    a thread that ``grab()``s every frame as it arrives (demux and decode, no colour conversion)
+    and a sample ``retrieve()``s only the newest one. ``width`` asks the driver for a smaller
+    frame size where it can (V4L2; for RTSP cameras pick the sub-stream in the URL); ``loop``
+    restarts a video file at its end.
     """
 
-    def __init__(self, target, *, loop: bool = False, width: Optional[int] = None):
+    def __init__(self, target, *, loop: bool = False, width: Optional[int] = None, live: Optional[bool] = None):
         self.target = target
         self.loop = loop
         self.width = width
+        self.live = live if live is not None else not (isinstance(target, str) and os.path.isfile(target))
+        self.grabbed = 0  # frames taken off the source (drained or sampled)
         self._cap = None
+        self._drain: Optional[_Drain] = None
 
     def open(self) -> None:
         import cv2
@@ -126,14 +135,18 @@ class CaptureSource:
         if not cap.isOpened():
             cap.release()
             raise SourceError("cannot open camera %s (unreachable, wrong URL or no such device)" % (self.target,))
-        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the newest frame, not a backlog
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the newest frame, not a backlog (where honoured)
         if self.width:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         self._cap = cap
+        if self.live:
+            self._drain = _Drain(self, cap)
 
     def read(self) -> np.ndarray:
         if self._cap is None:
             self.open()
+        if self._drain is not None:
+            return self._drain.newest()
         ok, frame = self._cap.read()
         if not ok and self.loop and isinstance(self.target, str) and os.path.isfile(self.target):
             import cv2
@@ -142,12 +155,75 @@ class CaptureSource:
             ok, frame = self._cap.read()
         if not ok or frame is None:
             raise SourceError("camera %s gave no frame" % (self.target,))
+        self.grabbed += 1
         return frame
 
     def close(self) -> None:
-        if self._cap is not None:
+        if self._drain is not None:
+            self._drain.stop()  # the drain releases its capture, now or when its grab() returns
+            self._drain = None
+        elif self._cap is not None:
             self._cap.release()
-            self._cap = None
+        self._cap = None
+
+
+class _Drain:
+    """One live capture's drain thread. It alone touches the capture: it grabs every frame, and
+    when a sample is wanted it retrieves the next one itself and hands it over, so the capture is
+    never used from two threads and a grab() blocked on a dead stream holds no lock. It releases
+    the capture on the way out, so close() never releases it under a blocked grab()."""
+
+    def __init__(self, src: CaptureSource, cap):
+        self.src, self.cap = src, cap
+        self.cond = threading.Condition()
+        self.want = False  # a reader waits for the next frame
+        self.frame: Optional[np.ndarray] = None
+        self.error: Optional[str] = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="camera-drain", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped:
+                ok = self.cap.grab()
+                with self.cond:
+                    if not ok:
+                        self.error = "camera %s stopped sending frames" % (self.src.target,)
+                        return
+                    self.src.grabbed += 1
+                    if self.want:
+                        got, frame = self.cap.retrieve()
+                        self.frame = frame if got else None
+                        self.want = False
+                        self.cond.notify_all()
+        finally:
+            with self.cond:
+                self.cap.release()
+                self.stopped = True
+                self.cond.notify_all()
+
+    def newest(self) -> np.ndarray:
+        """The next frame the source sends (blocks until then; the camera's watchdog, an executor
+        read with a timeout, covers a source that goes quiet)."""
+        with self.cond:
+            if self.stopped:
+                raise SourceError(self.error or "camera %s closed" % (self.src.target,))
+            self.want, self.frame = True, None
+            self.cond.wait_for(lambda: not self.want or self.stopped)
+            if self.want:
+                self.want = False
+                raise SourceError(self.error or "camera %s closed" % (self.src.target,))
+            frame, self.frame = self.frame, None
+        if frame is None:
+            raise SourceError("camera %s gave no frame" % (self.src.target,))
+        return frame
+
+    def stop(self) -> None:
+        self.stopped = True  # seen between grabs; no lock needed
+        with self.cond:
+            self.cond.notify_all()
+        self.thread.join(5)
 
 
 def open_source(url: str, **kw):
