@@ -79,6 +79,14 @@ class CameraSection:
     min_box_px: float = 16.0
     thresholds: dict = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     tracker: Any = None  # a TrackerConfig (bins included)
+    decode: str = "stream"  # streams: "stream" drains every frame, "sample" connects per sample
+    width: Optional[int] = None  # ask a V4L2 device for frames this wide
+
+    def source(self):
+        """The camera's frame source (nothing opened yet)."""
+        from linli.vision.sources import open_source
+
+        return open_source(self.url, decode=self.decode, width=self.width)
 
     def spec(self) -> "CameraSpec":
         """The pipeline's settings for this camera."""
@@ -166,6 +174,9 @@ def _camera(r: "_Reader", file: str, base: Path) -> CameraSection:
     url = r.take("url", str, check=lambda s: bool(s.strip()), allowed="rtsp://..., http(s)://..., /dev/videoN, folder:/path or a video file")
     interval = r.take("interval_s", float, 5.0, check=lambda v: 0 < v <= 3600, allowed="seconds, > 0 and <= 3600")
     watchdog = r.take("watchdog_s", float, 30.0, check=lambda v: v > 0, allowed="seconds > 0")
+    # Long intervals: one connection and one decoded frame per sample beats decoding the stream.
+    decode = r.take("decode", str, "sample" if interval >= 30 else "stream", check=lambda v: v in ("stream", "sample"), allowed='"stream" or "sample"')
+    width = r.take("width", int, None, check=lambda v: 64 <= v <= 7680, allowed="a frame width in pixels, 64..7680")
     zones = _polygons(r, "zones")
     masks = _polygons(r, "masks")
     min_box = r.take("min_box_px", float, 16.0, check=lambda v: v >= 0, allowed="pixels >= 0")
@@ -194,4 +205,4 @@ def _camera(r: "_Reader", file: str, base: Path) -> CameraSection:
         if label not in tracker.labels:
             r.fail("thresholds.%s" % label, "is not a label the tracker follows (%s; [camera.tracker] labels adds others)" % ", ".join(sorted(tracker.labels)))
     r.done()
-    return CameraSection(name=name, url=_url(r, url, base), interval_s=interval, watchdog_s=watchdog, zones=zones, masks=masks, min_box_px=min_box, thresholds=thresholds, tracker=tracker)
+    return CameraSection(name=name, url=_url(r, url, base), interval_s=interval, watchdog_s=watchdog, zones=zones, masks=masks, min_box_px=min_box, thresholds=thresholds, tracker=tracker, decode=decode, width=width)

@@ -161,7 +161,6 @@ class Gateway:
             from linli.vision.pipeline import VisionPipeline, model_failed_event
             from linli.vision.privacy import PrivacyError, PrivacyFilter
             from linli.vision.snapshots import SnapshotStore
-            from linli.vision.sources import open_source
 
             detector, snapshots, privacy = None, None, None
             try:
@@ -181,7 +180,7 @@ class Gateway:
                     self.vision_error = "snapshots disabled: %s" % exc
                     log.error("cameras run without snapshots: %s", exc)
                     privacy = snapshots = None
-            cams = [(c.spec(), open_source(c.url)) for c in cfg.cameras]
+            cams = [(c.spec(), c.source()) for c in cfg.cameras]
             self.vision = VisionPipeline(cams, detector, _VisionSink(self), threads=v.threads, state_dir=cfg.gateway.data_dir / "vision", snapshots=snapshots, privacy=privacy)
             await self.vision.start()
             self.snapshots = snapshots

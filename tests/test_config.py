@@ -150,6 +150,18 @@ url = "/dev/video0"
     assert yard.spec().thresholds == {"garbage": 0.3, "overflow": 0.35}
 
 
+def test_camera_decoding_follows_the_interval_unless_set():
+    from linli.vision.sources import CaptureSource
+
+    often = load(CAMERA).cameras[0]
+    rare = load(CAMERA + "interval_s = 60\n").cameras[0]
+    chosen = load(CAMERA + "interval_s = 60\ndecode = 'stream'\nwidth = 640\n").cameras[0]
+    assert (often.decode, rare.decode, chosen.decode, chosen.width) == ("stream", "sample", "stream", 640)
+    src = rare.source()
+    assert isinstance(src, CaptureSource) and src.reopen and src.live
+    assert not often.source().reopen and chosen.source().width == 640
+
+
 def test_no_cameras_by_default():
     cfg = load()
     assert cfg.cameras == () and cfg.vision.model is None and not cfg.panel.enabled
@@ -172,6 +184,8 @@ def test_no_cameras_by_default():
         (CAMERA + "masks = [[[0, 0], [10, 0], [10, -5]]]\n", "camera[0].masks[0]", ">= 0"),
         (CAMERA + "zones = 'all'\n", "camera[0].zones", "array of polygons"),
         (CAMERA + "min_box_px = -1\n", "camera[0].min_box_px", ">= 0"),
+        (CAMERA + "decode = 'keyframes'\n", "camera[0].decode", '"stream" or "sample"'),
+        (CAMERA + "width = 10\n", "camera[0].width", "64..7680"),
         (CAMERA + "thresholds = { garbage = 1.5 }\n", "camera[0].thresholds.garbage", "0..1"),
         (CAMERA + "thresholds = { overflow = -0.1 }\n", "camera[0].thresholds.overflow", "0..1"),
         (CAMERA + "thresholds = { garbage = 'high' }\n", "camera[0].thresholds.garbage", "0..1"),

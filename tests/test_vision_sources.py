@@ -148,3 +148,18 @@ def test_a_live_stream_sampled_slowly_gives_its_newest_frame_not_a_buffered_one(
     finally:
         src.close()
         srv.shutdown()
+
+
+def test_a_sampled_stream_connects_per_sample_and_decodes_one_frame():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stream)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    src = open_source("http://127.0.0.1:%d/stream.mjpg" % srv.server_address[1], decode="sample")
+    try:
+        for _ in range(2):
+            frame = src.read()
+            assert frame.shape == (48, 64, 3)
+            assert src._cap is None and src._drain is None  # disconnected between samples
+        assert src.grabbed == 2  # one frame decoded per sample, none drained
+    finally:
+        src.close()
+        srv.shutdown()

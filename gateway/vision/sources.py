@@ -117,12 +117,18 @@ class CaptureSource:
     and a sample ``retrieve()``s only the newest one. ``width`` asks the driver for a smaller
     frame size where it can (V4L2; for RTSP cameras pick the sub-stream in the URL); ``loop``
     restarts a video file at its end.
+
+    ``reopen=True`` (a camera's ``decode = "sample"``) connects for each sample instead, takes
+    the first frame the decoder gives (it starts at a keyframe) and disconnects: for long
+    intervals this decodes one frame per sample instead of every frame of the stream, at the
+    cost of a connection (about a second for RTSP) per sample.
     """
 
-    def __init__(self, target, *, loop: bool = False, width: Optional[int] = None, live: Optional[bool] = None):
+    def __init__(self, target, *, loop: bool = False, width: Optional[int] = None, live: Optional[bool] = None, reopen: bool = False):
         self.target = target
         self.loop = loop
         self.width = width
+        self.reopen = reopen
         self.live = live if live is not None else not (isinstance(target, str) and os.path.isfile(target))
         self.grabbed = 0  # frames taken off the source (drained or sampled)
         self._cap = None
@@ -139,7 +145,7 @@ class CaptureSource:
         if self.width:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         self._cap = cap
-        if self.live:
+        if self.live and not self.reopen:
             self._drain = _Drain(self, cap)
 
     def read(self) -> np.ndarray:
@@ -147,7 +153,11 @@ class CaptureSource:
             self.open()
         if self._drain is not None:
             return self._drain.newest()
-        ok, frame = self._cap.read()
+        try:
+            ok, frame = self._cap.read()
+        finally:
+            if self.reopen:
+                self.close()
         if not ok and self.loop and isinstance(self.target, str) and os.path.isfile(self.target):
             import cv2
 
@@ -226,8 +236,11 @@ class _Drain:
         self.thread.join(5)
 
 
-def open_source(url: str, **kw):
-    """The source for a camera URL (see the module doc); nothing is opened yet."""
+def open_source(url: str, *, decode: Optional[str] = None, width: Optional[int] = None, **kw):
+    """The source for a camera URL (see the module doc); nothing is opened yet. ``decode``
+    (``"stream"`` or ``"sample"``, see :class:`CaptureSource`) and ``width`` apply to streams
+    and devices only."""
+    cap_kw = dict(kw, reopen=decode == "sample", width=width)
     if url.startswith("folder:"):
         return FolderSource(url[7:], **kw)
     if url.startswith("snapshot+"):
@@ -235,10 +248,10 @@ def open_source(url: str, **kw):
     if url.startswith(("http://", "https://")) and url.lower().split("?")[0].endswith((".jpg", ".jpeg", ".png")):
         return SnapshotSource(url, **kw)
     if url.startswith("v4l2:"):
-        return CaptureSource(int(url[5:]), **kw)
+        return CaptureSource(int(url[5:]), **cap_kw)
     if os.path.isdir(url):
         return FolderSource(url, **kw)
-    return CaptureSource(url, **kw)
+    return CaptureSource(url, **cap_kw)
 
 
 @dataclass
