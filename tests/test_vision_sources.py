@@ -34,8 +34,8 @@ def test_video_file_source(tmp_path):
     for i in range(4):
         w.write(np.full((48, 64, 3), i * 60, np.uint8))
     w.release()
-    src = open_source(path, loop=True)
-    assert isinstance(src, CaptureSource)
+    src = open_source(path, loop=True, decode="sample")  # a file is read on even when sampled
+    assert isinstance(src, CaptureSource) and not src.live and not src.reopen
     levels = [int(src.read().mean()) for _ in range(6)]
     assert levels[:4] == sorted(levels[:4]) and abs(levels[4] - levels[0]) < 5  # looped to the start
     src.close()

@@ -128,8 +128,8 @@ class CaptureSource:
         self.target = target
         self.loop = loop
         self.width = width
-        self.reopen = reopen
         self.live = live if live is not None else not (isinstance(target, str) and os.path.isfile(target))
+        self.reopen = reopen and self.live  # a file is read on, not restarted per sample
         self.grabbed = 0  # frames taken off the source (drained or sampled)
         self._cap = None
         self._drain: Optional[_Drain] = None
