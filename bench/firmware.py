@@ -4,8 +4,8 @@ Run: ``.venv/bin/python bench/firmware.py`` (about 5 minutes; needs the MicroPyt
 port, mpy-cross and Mosquitto; ``--quick`` skips the heap search). Everything runs on the real
 unix port with firmware/ compiled to .mpy (in firmware/build/bench-mpy), on the simulated ESP32
 of :mod:`linli.simboard`. The last line holds every figure, e.g.
-``bin=54wK streetlight=62wK petscan=58wK goal_48wK=missed world_bin=4800 ... drift_bin=32 ...
-drift_goal_1KB=met mpy_total=75236 mpy_bin=44610 ... awake_ms=562 awake_ms_cpu=11``.
+``bin=52wK streetlight=58wK petscan=54wK goal_48wK=missed world_bin=4800 ... drift_bin=32 ...
+drift_goal_1KB=met mpy_total=77446 mpy_bin=44904 ... awake_ms=561 awake_ms_cpu=10``.
 
 **1. Smallest heap per role** (``-X heapsize=NwK``: N K words, N KiB on a 32-bit ESP32, but see
 "Host and board" below; the sim's own heap is added on top, as in the tests: that includes the

@@ -10,7 +10,9 @@ the tests (``gateway/simboard/board/``)::
     hal.time()                       # Unix seconds from the RTC (see synced())
     hal.deepsleep(60000)             # does not return
 
-Time is Unix seconds whatever the port's epoch (an ESP32 build may count from 2000).
+Time is Unix seconds whatever the port's epoch (an ESP32 build may count from 2000). What only
+some nodes use (SPI, 1-Wire, pulse timing, the unique id) is in ``hal_extra``, loaded when first
+called through the board (``hal.onewire(4)``), so the others never hold its code.
 """
 
 import time
@@ -121,9 +123,6 @@ class Board:
             return _NoWatchdog()
         return machine.WDT(timeout=timeout_ms)
 
-    def unique_id(self):
-        return machine.unique_id()
-
     # -- memory that survives deep sleep and resets (not power loss) ----------------------
 
     def nvram(self):
@@ -197,25 +196,20 @@ class Board:
             return machine.I2C(bus, freq=freq)
         return machine.I2C(bus, scl=machine.Pin(scl), sda=machine.Pin(sda), freq=freq)
 
-    def spi(self, bus=1, **kw):
-        return machine.SPI(bus, **kw)
-
-    def onewire(self, pin):
-        """A 1-Wire bus on GPIO ``pin`` (``onewire.OneWire``; a 4.7k pull-up to 3V3 on the
-        line), for drivers such as ``DS18B20(ow)``."""
-        import onewire
-
-        return onewire.OneWire(machine.Pin(pin))
-
-    def time_pulse_us(self, pin, level, timeout_us=1000000):
-        """``machine.time_pulse_us``: the length of the next pulse at ``level`` on ``pin`` (a
-        Pin from :meth:`pin`), or a negative number on timeout. Blocks for up to
-        ``timeout_us``: keep it short (an HC-SR04 echo is at most 25 ms)."""
-        return machine.time_pulse_us(pin, level, timeout_us)
-
     def battery(self, pin, div_pct=200):
         """Battery volts through a divider on ADC ``pin`` (``div_pct`` 200: halved), or None."""
         if pin is None:
             return None
         uv = self.adc(pin).read_uv()
         return round(uv * div_pct / 100 / 1000000, 2)
+
+    # -- the rest ------------------------------------------------------------------------
+
+    def __getattr__(self, name):
+        # What only a bin uses (SPI, 1-Wire, pulse timing) is in hal_extra, loaded at its
+        # first use (a bin unloads it again before its link comes up): a streetlight or a pet
+        # scanner never holds that code. The call is the same, ``hal.onewire(4)``.
+        import hal_extra
+
+        f = getattr(hal_extra, name)  # AttributeError: the board has no such thing
+        return lambda *a, **kw: f(self, *a, **kw)

@@ -19,7 +19,6 @@ measuring, ``read()`` then returns the latest result at any time.
 from micropython import const
 from time import sleep_ms
 
-from .errors import NoDevice
 
 # Datasheet "Instruction Set Architecture".
 ONCE_H = const(0x20)  # 1 lx resolution, 120 ms (max 180)
@@ -51,6 +50,8 @@ class BH1750:
         try:
             self._i2c.writeto(self.addr, self._cmd)
         except OSError as e:
+            from drivers.errors import NoDevice  # loaded by the first error only
+
             raise NoDevice("BH1750 not answering at 0x%02x (%s): check ADDR pin and wiring" % (self.addr, e))
 
     @property
@@ -78,6 +79,8 @@ class BH1750:
         try:
             self._i2c.readfrom_into(self.addr, buf)
         except OSError as e:
+            from drivers.errors import NoDevice  # loaded by the first error only
+
             raise NoDevice("BH1750 not answering at 0x%02x (%s)" % (self.addr, e))
         count = (buf[0] << 8) | buf[1]
         lux = count * _MT_DEFAULT / (1.2 * self.mtreg)

@@ -18,7 +18,6 @@ UTF-8 raises ``SensorError``.
 from micropython import const
 from time import ticks_diff, ticks_ms
 
-from .errors import SensorError, SensorTimeout
 
 _CHUNK = const(32)
 _ACK = b"\x02\x00\x00\x01\x00\x33\x31"
@@ -67,6 +66,8 @@ class GM65:
                         try:
                             return str(memoryview(line)[0:k], "utf-8")
                         except UnicodeError:
+                            from drivers.errors import SensorError  # loaded by the first error only
+
                             raise SensorError("GM65 sent %d bytes that are not UTF-8 text" % k)
                     continue
                 if self._drop:
@@ -103,6 +104,8 @@ class GM65:
         rx = self._rx
         while got < 7:
             if ticks_diff(ticks_ms(), t0) > timeout_ms:
+                from drivers.errors import SensorTimeout  # loaded by the first error only
+
                 raise SensorTimeout("GM65 did not acknowledge command 0x%04x in %d ms" % (addr, timeout_ms))
             if not self._uart.any():
                 await asyncio.sleep_ms(10)
@@ -110,6 +113,8 @@ class GM65:
             k = self._uart.readinto(rx, 7 - got) or 0
             for i in range(k):
                 if rx[i] != _ACK[got + i]:
+                    from drivers.errors import SensorError  # loaded by the first error only
+
                     raise SensorError("GM65 refused command 0x%04x (reply byte %d 0x%02x)" % (addr, got + i, rx[i]))
             got += k
 

@@ -16,7 +16,6 @@ All readings come back as floats; a math overflow (current beyond ``max_amps``) 
 
 from micropython import const
 
-from .errors import NoDevice, SensorError
 
 # Datasheet 8.6, register set.
 _CONFIG = const(0x00)
@@ -65,6 +64,8 @@ class INA219:
         try:
             self._i2c.writeto_mem(self.addr, reg, buf)
         except OSError as e:
+            from drivers.errors import NoDevice  # loaded by the first error only
+
             raise NoDevice("INA219 not answering at 0x%02x (%s): check A0/A1 and wiring" % (self.addr, e))
 
     def _read(self, reg):
@@ -72,6 +73,8 @@ class INA219:
         try:
             self._i2c.readfrom_mem_into(self.addr, reg, buf)
         except OSError as e:
+            from drivers.errors import NoDevice  # loaded by the first error only
+
             raise NoDevice("INA219 not answering at 0x%02x (%s)" % (self.addr, e))
         return (buf[0] << 8) | buf[1]
 
@@ -90,6 +93,8 @@ class INA219:
     def _check(self):
         # Bus voltage register bit 0, OVF: the power or current calculation overflowed.
         if self._read(_BUS) & 0x01:
+            from drivers.errors import SensorError  # loaded by the first error only
+
             raise SensorError("INA219 math overflow: current above the calibrated max_amps")
         # A load transient can brown the chip out, which resets Cal to 0 and the current to 0:
         # write it again before each reading (as Adafruit's driver does).

@@ -25,12 +25,7 @@ class PIR:
         self.count = 0
         self.last_ms = 0
         self._pending = False
-        try:
-            from asyncio import ThreadSafeFlag
-
-            self._flag = ThreadSafeFlag()
-        except ImportError:
-            self._flag = None  # the task polls _pending instead
+        self._flag = 0  # the ThreadSafeFlag, made by the first wait() (None: the port has none)
         if trigger is None:
             trigger = pin.IRQ_RISING
         pin.irq(handler=self._irq, trigger=trigger)
@@ -40,7 +35,7 @@ class PIR:
         self.count += 1
         self._pending = True
         flag = self._flag
-        if flag is not None:
+        if flag:
             flag.set()
 
     def active(self):
@@ -57,6 +52,16 @@ class PIR:
         """Wait for the next motion edge (or return at once for one not yet taken): its tick."""
         if not self._pending:
             flag = self._flag
+            if flag == 0:
+                # Made now, not in __init__: a PIR that is only polled (pending()) never loads
+                # asyncio's event module. The handler sees 0 (falsy) until then.
+                try:
+                    from asyncio import ThreadSafeFlag
+
+                    flag = ThreadSafeFlag()
+                except ImportError:
+                    flag = None  # the task polls _pending instead
+                self._flag = flag
             if flag is not None:
                 while not self._pending:
                     await flag.wait()

@@ -1,4 +1,5 @@
-"""The runtime's commands (``node.*``) and diagnostics, loaded at the first command.
+"""The runtime's commands (``node.*``) and diagnostics, loaded at the first command (at boot
+for an always-on role).
 
 Kept out of :mod:`node.runtime` so a node that gets no command (most bin wakes) never holds
 their code in its heap; the runtime imports this module when a ``command`` frame arrives and

@@ -20,10 +20,11 @@ sender task and a keepalive task may share one connection. Only the packets a no
 CONNECT/CONNACK, PUBLISH QoS 0/1 with PUBACK, SUBSCRIBE/SUBACK, PINGREQ/PINGRESP, DISCONNECT.
 """
 
-import asyncio
 import time
 
 from micropython import const
+
+from node.flag import Flag, Mutex
 
 CONNECT = const(0x10)
 CONNACK = const(0x20)
@@ -90,8 +91,8 @@ class MQTT:
         self._inv = memoryview(self._in)
         self._out = bytearray(bufsize)
         self._outv = memoryview(self._out)
-        self._lock = asyncio.Lock()
-        self._acked = asyncio.Event()
+        self._lock = Mutex()
+        self._acked = Flag()
         self.unacked = {}  # QoS 1 packet id -> ticks_ms sent, until its PUBACK
         self._r = None
         self._w = None
@@ -113,17 +114,20 @@ class MQTT:
         self._pid = p
         return p
 
-    async def _send(self, n, payload=None):
-        """Write ``_out[0:n]`` (and ``payload``); the caller holds the lock."""
+    def _send(self, n, payload=None):
+        """Write ``_out[0:n]`` (and ``payload``); return the writer's drain, to await (no
+        coroutine of its own: a packet allocates little). The caller holds the lock."""
         w = self._w
         w.write(self._outv[0:n])
         if payload is not None and len(payload):
             w.write(payload)
-        await w.drain()
         self.last_tx = time.ticks_ms()
+        return w.drain()
 
     async def _simple(self, ptype, pid=None):
-        async with self._lock:
+        if not self._lock.try_take():
+            await self._lock.take()
+        try:
             o = self._out
             o[0] = ptype
             if pid is None:
@@ -134,6 +138,8 @@ class MQTT:
                 o[2] = pid >> 8
                 o[3] = pid & 0xFF
                 await self._send(4)
+        finally:
+            self._lock.give()
 
     async def connect(self, client_id, user=None, password=None, will=None, keepalive=60, clean=True):
         """Send CONNECT and wait for CONNACK; return the session-present flag.
@@ -152,7 +158,9 @@ class MQTT:
             if password:
                 flags |= 0x40
                 n += 2 + len(password)
-        async with self._lock:
+        if not self._lock.try_take():
+            await self._lock.take()
+        try:
             o = self._out
             o[0] = CONNECT
             p = _put_len(o, 1, n)
@@ -170,6 +178,8 @@ class MQTT:
                 if password:
                     p = _put_str(o, p, password)
             await self._send(p)
+        finally:
+            self._lock.give()
         t, sp, rc = await self.read()
         if t != CONNACK:
             raise MQTTError("expected CONNACK, got packet type 0x%02x" % t)
@@ -185,7 +195,9 @@ class MQTT:
         if qos:
             n += 2
             pid = self._next_pid()
-        async with self._lock:
+        if not self._lock.try_take():
+            await self._lock.take()
+        try:
             o = self._out
             o[0] = PUBLISH | (qos << 1) | (1 if retain else 0) | (8 if dup else 0)
             p = _put_len(o, 1, n)
@@ -203,6 +215,8 @@ class MQTT:
                 await self._send(p + m)
             else:
                 await self._send(p, msg)
+        finally:
+            self._lock.give()
         return pid
 
     async def wait_puback(self, pid, timeout_ms):
@@ -216,16 +230,15 @@ class MQTT:
             if left <= 0:
                 return False
             self._acked.clear()
-            try:
-                await asyncio.wait_for_ms(self._acked.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await self._acked.wait(left)
         return True
 
     async def subscribe(self, topic, qos=1):
         """Send SUBSCRIBE for one topic; return the packet id (its SUBACK comes to read())."""
         pid = self._next_pid()
-        async with self._lock:
+        if not self._lock.try_take():
+            await self._lock.take()
+        try:
             o = self._out
             o[0] = SUBSCRIBE
             p = _put_len(o, 1, 2 + 2 + len(topic) + 1)
@@ -234,6 +247,8 @@ class MQTT:
             p = _put_str(o, p + 2, topic)
             o[p] = qos
             await self._send(p + 1)
+        finally:
+            self._lock.give()
         return pid
 
     async def ping(self):
@@ -266,9 +281,12 @@ class MQTT:
         None)``. A packet larger than the buffer is skipped: ``(type, None, None)``. Raises
         ``OSError`` when the stream ends.
         """
+        await self._fill(self._inv[0:1])  # an idle link waits here: in a small frame
+        return await self._packet(self._in[0])
+
+    async def _packet(self, b0):
+        """The rest of a packet whose first byte was ``b0``; see :meth:`read`."""
         one = self._inv[0:1]
-        await self._fill(one)
-        b0 = self._in[0]
         n = 0
         shift = 0
         while True:

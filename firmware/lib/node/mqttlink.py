@@ -22,22 +22,61 @@ import asyncio
 import random
 import socket
 import time
+from asyncio.core import _io_queue
+from errno import EINPROGRESS
 
 from micropython import const
 
-from node.log import log
+from node import log
+from node.flag import Flag, within
 from node.mqtt import MQTT, SUBACK
 
 _CONNECT_MS = const(10000)  # TCP connect + CONNACK + SUBACK
 
 
-def _ip(addr):
-    """The IP string of a getaddrinfo() address: ESP32 gives ('1.2.3.4', port), the unix
-    port a raw sockaddr."""
-    if isinstance(addr, tuple):
-        return addr[0]
-    a = socket.sockaddr(addr)
-    return socket.inet_ntop(a[0], a[1])
+class _Conn:
+    """A TCP connection as the stream :class:`node.mqtt.MQTT` wants (``readinto``, ``write``,
+    ``drain``), on asyncio's I/O queue as ``asyncio.open_connection``'s streams are, without
+    their module: a non-blocking socket, and what ``write`` could not send at once is sent by
+    ``drain``, which the MQTT client awaits right after (holding its lock, so the buffers stay
+    as they are)."""
+
+    def __init__(self, ai):
+        self.s = s = socket.socket(ai[0], ai[1], ai[2])
+        s.setblocking(False)
+        self._rest = None  # what write() left for drain(): a memoryview
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if e.errno != EINPROGRESS:
+                raise
+
+    async def connected(self):
+        yield _io_queue.queue_write(self.s)
+
+    async def readinto(self, buf):
+        yield _io_queue.queue_read(self.s)
+        return self.s.readinto(buf)
+
+    def write(self, buf):
+        if self._rest is None:
+            n = self.s.write(buf) or 0
+            if n == len(buf):
+                return
+            self._rest = memoryview(buf)[n:]
+        else:  # a second write before drain(): rare (a PUBLISH over the buffer's size)
+            self._rest = memoryview(bytes(self._rest) + bytes(buf))
+
+    def drain(self):
+        # Nothing left over (the usual case): asyncio's sleep_ms(0), which allocates nothing.
+        return asyncio.sleep_ms(0) if self._rest is None else self._drain()
+
+    async def _drain(self):
+        mv = self._rest
+        while mv is not None:
+            yield _io_queue.queue_write(self.s)
+            n = self.s.write(mv) or 0
+            mv = self._rest = mv[n:] if n < len(mv) else None
 
 
 class MQTTLink:
@@ -59,7 +98,7 @@ class MQTTLink:
         self.connects = 0  # sessions established since boot
         self._addr = None  # broker IP, resolved once
         self._w = None
-        self._dead = asyncio.Event()
+        self._dead = Flag()
         self._stop = False
         self._min = cfg["backoff_min_ms"]
         self._max = cfg["backoff_max_s"] * 1000
@@ -94,7 +133,7 @@ class MQTTLink:
             except Exception as e:  # OSError, MQTTError, TimeoutError: all mean "try again"
                 if not self._stop:
                     log("mqtt", "link down: %s %s", type(e).__name__, e)
-            await self._close()
+            self._close()
             if self._stop:
                 break
             if time.ticks_diff(time.ticks_ms(), t0) > self._ka * 1000:
@@ -138,20 +177,39 @@ class MQTTLink:
     def _resolve(self):
         # Blocking, but once per boot (a name; an IP address is parsed, not looked up).
         host = self._cfg["broker_host"]
-        ai = socket.getaddrinfo(host, self._cfg["broker_port"], 0, socket.SOCK_STREAM)
-        ip = _ip(ai[0][-1])
+        a = socket.getaddrinfo(host, self._cfg["broker_port"], 0, socket.SOCK_STREAM)[0][-1]
+        if isinstance(a, tuple):  # ESP32: ('1.2.3.4', port)
+            ip = a[0]
+        else:  # the unix port: a raw sockaddr
+            a = socket.sockaddr(a)
+            ip = socket.inet_ntop(a[0], a[1])
         log("mqtt", "broker %s is %s", host, ip)
         return ip
 
     async def _session(self):
+        await self._connect()  # its (large) frame is gone before the session's long wait
+        self.connects += 1
+        log("mqtt", "connected to %s:%d", self._addr, self._cfg["broker_port"])
+        self._dead.clear()
+        reader = asyncio.create_task(self._reader())
+        self._set(True)
+        try:
+            await self._keepalive()
+        finally:
+            reader.cancel()
+
+    async def _connect(self):
+        """TCP, CONNECT (will: ``offline``), SUBSCRIBE ``down``, ``online``; OSError if any
+        step takes over _CONNECT_MS."""
         cfg = self._cfg
         m = self.mqtt
-        r, w = await asyncio.wait_for_ms(asyncio.open_connection(self._addr, cfg["broker_port"]), _CONNECT_MS)
-        self._w = w
+        ai = socket.getaddrinfo(self._addr, cfg["broker_port"], 0, socket.SOCK_STREAM)[0]  # an IP: no lookup
+        self._w = w = _Conn(ai)
+        await within(w.connected(), _CONNECT_MS)
         self.beat = time.ticks_ms()  # each step below may take up to _CONNECT_MS
-        m.attach(r, w)
+        m.attach(w, w)
         pw = cfg["broker_password"]
-        await asyncio.wait_for_ms(
+        await within(
             m.connect(
                 self.node_id,
                 cfg["broker_user"].encode(),
@@ -164,21 +222,12 @@ class MQTTLink:
         self.beat = time.ticks_ms()
         pid = await m.subscribe(self.t_down, 1)
         while True:
-            t, p, granted = await asyncio.wait_for_ms(m.read(), _CONNECT_MS)
+            t, p, granted = await within(m.read(), _CONNECT_MS)
             if t == SUBACK and p == pid:
                 if granted == 0x80:
                     raise OSError("broker refused the subscription to %s" % self.t_down)
                 break
         await m.publish(self.t_avail, b"online", 1, True)
-        self.connects += 1
-        log("mqtt", "connected to %s:%d", self._addr, cfg["broker_port"])
-        self._dead.clear()
-        reader = asyncio.create_task(self._reader())
-        self._set(True)
-        try:
-            await self._keepalive()
-        finally:
-            reader.cancel()
 
     async def _reader(self):
         try:
@@ -196,11 +245,8 @@ class MQTTLink:
         tick = min(1000, ka // 4)
         wlan = self._hal.wlan()
         while True:
-            try:
-                await asyncio.wait_for_ms(self._dead.wait(), tick)
+            if await self._dead.wait(tick):
                 raise OSError("connection lost")
-            except asyncio.TimeoutError:
-                pass
             now = time.ticks_ms()
             self.beat = now
             if not wlan.isconnected():
@@ -210,22 +256,22 @@ class MQTTLink:
             if time.ticks_diff(now, m.last_tx) >= ka // 2:
                 await m.ping()
 
-    async def _close(self):
+    def _close(self):
         self._set(False)
         w = self._w
         self._w = None
         if w is not None:
             try:
-                w.close()
-                await w.wait_closed()
+                w.s.close()
             except Exception:
                 pass
 
-    async def send(self, frame):
-        """Publish one frame on ``up`` (QoS 1); raises OSError when the link is down."""
+    def send(self, frame):
+        """Publish one frame on ``up`` (QoS 1): returns the coroutine to await (no coroutine
+        of its own per frame); raises OSError when the link is down."""
         if not self.up:
             raise OSError("link down")
-        await self.mqtt.publish(self.t_up, frame, 1)
+        return self.mqtt.publish(self.t_up, frame, 1)
 
     async def asleep(self, until, timeout_ms=3000):
         """Say 'asleep UNTIL' on ``avail`` (retained), wait for its PUBACK, disconnect cleanly
@@ -241,4 +287,4 @@ class MQTTLink:
             except Exception as e:
                 log("mqtt", "asleep: %s", e)
         self._dead.set()
-        await self._close()
+        self._close()

@@ -38,7 +38,7 @@ from binascii import crc32
 
 from micropython import const
 
-from node.flash import read, write_atomic
+from node.flash import write_atomic
 
 _T_FRAME = const(0xF1)
 _T_ALARM = const(0xF3)
@@ -48,8 +48,25 @@ _HDR = const(6)
 _E = const(16)  # index entry: counter I, seg I, off H, len B, flags B, sent I
 _ALARM = const(2)  # frame.ALARM
 _MAX_FRAME = const(250)
-_MIN_FRAME = const(22)
 _FMT = "<IIHBBI"
+
+
+def _qscan():
+    from node import qscan
+
+    return qscan
+
+
+def _unload():
+    import sys
+
+    import node
+
+    sys.modules.pop("node.qscan", None)
+    try:
+        del node.qscan
+    except (AttributeError, KeyError):
+        pass
 
 
 def _counter(frame):
@@ -88,68 +105,11 @@ class FrameQueue:
         return "%s/%d" % (self.path, seg)
 
     def open(self):
-        """Scan the log (at boot). Safe to call on an empty or missing folder."""
-        try:
-            os.mkdir(self.path)
-        except OSError:
-            pass
-        segs = []
-        for e in os.ilistdir(self.path):
-            if e[0].isdigit():
-                segs.append(int(e[0]))
-        segs.sort()
-        torn = False
-        for s in segs:
-            torn = self._scan(s)
-        self._active = 0 if (torn or not segs) else segs[-1]
-        try:
-            self.dropped = int(read(self.path + "/meta") or 0)
-        except ValueError:
-            self.dropped = 0
+        """Scan the log (at boot). Safe to call on an empty or missing folder. The scan's code
+        (:mod:`node.qscan`) is loaded for it and dropped again."""
+        _qscan().scan(self)
+        _unload()
         self._gc()
-
-    def _scan(self, seg):
-        """Read one segment into the index; return True if it ends in a torn record."""
-        rv = self._rv
-        off = 0
-        live = 0
-        torn = False
-        with open(self._name(seg), "rb") as f:
-            while True:
-                k = f.readinto(rv[0:_HDR])
-                if not k:
-                    break
-                t = rv[0]
-                ln = rv[1]
-                if k < _HDR:
-                    torn = True
-                    break
-                if t == _T_FRAME or t == _T_ALARM:
-                    ok = _MIN_FRAME <= ln <= _MAX_FRAME
-                else:
-                    ok = (t == _T_ACKED or t == _T_DROPPED) and ln == 4
-                if not ok or f.readinto(rv[_HDR : _HDR + ln]) != ln:
-                    torn = True
-                    break
-                if crc32(rv[_HDR : _HDR + ln], crc32(rv[0:2])) != struct.unpack_from(">I", rv, 2)[0]:
-                    torn = True
-                    break
-                if t == _T_ACKED or t == _T_DROPPED:
-                    i = self._find(struct.unpack_from(">I", rv, _HDR)[0])
-                    if i >= 0:
-                        s = struct.unpack_from("<I", self._idx, i * _E + 4)[0]
-                        if s == seg:
-                            live -= 1
-                        else:
-                            self._segs[s][1] -= 1
-                        self._kill(i)
-                elif self._insert(_counter(rv[_HDR:]), seg, off, ln, _ALARM if t == _T_ALARM else 0):
-                    live += 1
-                off += _HDR + ln
-        size = os.stat(self._name(seg))[6]
-        self._segs[seg] = [size, live]
-        self._disk += size
-        return torn
 
     def _write(self, t, data):
         """Append one record to the active segment (starting a new one when it is full)."""
@@ -202,21 +162,9 @@ class FrameQueue:
             oldest = min(self._segs)
             if oldest == self._active:
                 break
-            self._move(oldest)
+            _qscan().move(self, oldest)
+            _unload()
             self._remove(oldest)
-
-    def _move(self, seg):
-        """Copy the live frames of ``seg`` to the active segment (before removing ``seg``)."""
-        buf = bytearray(_MAX_FRAME)
-        idx = self._idx
-        for i in range(self._head, self._n):
-            c, s, off, ln, fl, sent = struct.unpack_from(_FMT, idx, i * _E)
-            if c and s == seg:
-                self.read(i, buf)
-                ns, noff = self._write(_T_ALARM if fl & _ALARM else _T_FRAME, memoryview(buf)[0:ln])
-                self._segs[ns][1] += 1
-                self._segs[seg][1] -= 1
-                struct.pack_into(_FMT, idx, i * _E, c, ns, noff, ln, fl, sent)
 
     # -- the index ------------------------------------------------------------------------
 

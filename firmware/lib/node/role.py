@@ -1,4 +1,4 @@
-"""The role interface, the role table, and the diagnostics role of safe mode.
+"""The role interface and the role table (the diagnostics role of safe mode is :mod:`node.diag`).
 
 A role is what makes a node a bin, a streetlight or a pet scanner. It gets the node (to send
 frames, read the time, sleep), the HAL (to build its drivers) and the config, and runs as one
@@ -59,7 +59,7 @@ ROLES = {
     "bin": "roles.bin:Bin",
     "streetlight": "roles.streetlight:Streetlight",
     "petscan": "roles.petscan:Petscan",
-    "diag": "node.role:Diagnostics",
+    "diag": "node.diag:Diagnostics",
 }
 
 
@@ -104,26 +104,3 @@ class Role:
     def health(self):
         """Extra fields for the health report (a dict), e.g. a sensor's error count."""
         return None
-
-
-class Diagnostics(Role):
-    """The safe-mode role: runs nothing, answers ``diag.*`` commands.
-
-    ``diag.info`` -> boot count, crash boots, reset cause, free heap, queue depth;
-    ``diag.exit`` -> leave safe mode and reboot; ``diag.files`` -> the flash's top folder.
-    """
-
-    name = "diag"
-
-    def on_command(self, op, args):
-        n = self.node
-        if op == "diag.info":
-            return n.info()
-        if op == "diag.exit":
-            n.leave_safe_mode()
-            return None
-        if op == "diag.files":
-            import os
-
-            return sorted(os.listdir())
-        return Role.on_command(self, op, args)

@@ -45,9 +45,9 @@ from micropython import const
 from link import frame
 from link.crypto import LinkKeys
 from link.replay import NEW, Reservation, Window
-from node import VERSION
+from node import VERSION, log
 from node.bootstate import BootState
-from node.log import log
+from node.flag import Flag
 from node.queue import FrameQueue
 from node.upkeep import Upkeep
 
@@ -62,31 +62,6 @@ _ROLE_CODES = {"bin": frame.BIN, "streetlight": frame.STREETLIGHT, "petscan": fr
 
 def _json(body):
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-class _Later:
-    """The link while a role defers it (``Role.link_later``): down, never stuck (the watchdog
-    reads ``beat``), no task. On Wi-Fi it starts the association at once, so that goes on
-    while the role works."""
-
-    up = False
-    run = None
-
-    def __init__(self, hal, cfg):
-        if cfg["transport"] == "mqtt":
-            w = hal.wlan()
-            w.active(True)
-            w.connect(cfg["wifi_ssid"], cfg["wifi_password"])
-
-    @property
-    def beat(self):
-        return time.ticks_ms()
-
-    def rssi(self):
-        return None
-
-    async def send(self, frame):
-        raise OSError("link down")
 
 
 class Node(Upkeep):
@@ -116,11 +91,11 @@ class Node(Upkeep):
         self._sbuf = bytearray(frame.MAX_FRAME)  # a frame read back from the queue to send
         self._dbuf = bytearray(frame.MAX_FRAME)  # sealing frames sent without queueing
         self._pbuf = bytearray(frame.MAX_FRAME)  # plaintext of a received frame
-        self._wake = asyncio.Event()  # the sender has work
-        self._idle = asyncio.Event()  # the queue just emptied
-        self._synced = asyncio.Event()  # a time_sync arrived
-        self._kick = asyncio.Event()  # a health report is wanted now
-        self._linked = asyncio.Event()  # the link came up, or the queue emptied
+        self._wake = Flag()  # the sender has work
+        self._idle = Flag()  # the queue just emptied
+        self._synced = Flag()  # a time_sync arrived
+        self._kick = Flag()  # a health report is wanted now
+        self._linked = Flag()  # the link came up, or the queue emptied
         self.role = None
         self.rejected = 0  # downlink frames refused (bad tag, replayed, ...)
         self._win_dirty = 0  # ticks of the first unsaved window update, 0 = saved
@@ -128,6 +103,8 @@ class Node(Upkeep):
         self._sender_beat = self._t0
         self._ok = False
         self._crashing = False  # set by the crash handler: the watchdog is no longer fed
+        self._crash_task = None
+        self._tasks = []  # (task, name) of the node's tasks, for the crash report
         self._reserve = bytearray(_RESERVE)  # given back by the crash handler
         log("node", "%s (%s) fw %s boot %d rc %s%s", self.id, cfg["role"], VERSION, self.boot.boots,
             self.reset_cause, " SAFE MODE" if self.safe else "")
@@ -146,7 +123,9 @@ class Node(Upkeep):
                 self._role_err = e
         gc.collect()
         if getattr(self.role, "link_later", False):
-            self.link = _Later(hal, cfg)  # until the role first waits for the link: online()
+            from node.later import Later
+
+            self.link = Later(hal, cfg)  # until the role first waits for the link: online()
         else:
             # An always-on role takes commands all day (pet.status after every scan): their
             # module is loaded now, while the heap is in one piece, not in the middle of a scan.
@@ -163,7 +142,8 @@ class Node(Upkeep):
         from node.mqttlink import MQTTLink
 
         link = MQTTLink(self.hal, cfg, self._on_frame, self._on_state)
-        link.assoc = isinstance(getattr(self, "link", None), _Later)  # it started the association
+        old = getattr(self, "link", None)
+        link.assoc = old is not None and old.run is None  # the deferred link started the association
         self.link = link
 
     # -- what roles use -------------------------------------------------------------------
@@ -209,10 +189,17 @@ class Node(Upkeep):
     def online(self):
         """Bring the link up now, if the role deferred it (``Role.link_later``); idle() and
         sleep() do it too."""
-        if isinstance(self.link, _Later):
+        if self.link.run is None:  # node.later's stand-in: replaced, and its module dropped
             gc.collect()
             self._link()
-            asyncio.create_task(self._guard("link", self.link.run))
+            sys.modules.pop("node.later", None)
+            import node
+
+            try:
+                del node.later
+            except (AttributeError, KeyError):
+                pass
+            self._start("link", self.link.run)
 
     async def idle(self, timeout_s):
         """Wait until every queued frame is acked (True) or ``timeout_s`` passed (False)."""
@@ -223,10 +210,7 @@ class Node(Upkeep):
             if left <= 0:
                 return False
             self._idle.clear()
-            try:
-                await asyncio.wait_for_ms(self._idle.wait(), min(left, 500))
-            except asyncio.TimeoutError:
-                pass
+            await self._idle.wait(min(left, 500))
         return True
 
     async def sleep(self, seconds):
@@ -236,10 +220,7 @@ class Node(Upkeep):
         flush = self.cfg["sleep_flush_s"]
         await self.idle(flush)
         if not self.synced and self.link.up:  # a moment for the time sync: "until" needs it
-            try:
-                await asyncio.wait_for_ms(self._synced.wait(), self.cfg["ack_timeout_s"] * 1000)
-            except asyncio.TimeoutError:
-                pass
+            await self._synced.wait(self.cfg["ack_timeout_s"] * 1000)
         until = self.time() + seconds if self.synced else 0
         # "for" lets the gateway place the wake on its own clock when ours is not synced.
         self.send(frame.STATUS, {"st": "asleep", "until": until, "for": seconds})
@@ -250,50 +231,56 @@ class Node(Upkeep):
         log("node", "deep sleep %d s (%d frames queued)", seconds, self.queue.live)
         self.hal.deepsleep(int(seconds * 1000))
 
-    def info(self):
-        """Diagnostics for ``node.info`` / ``diag.info`` (see :func:`node.cmd.info`)."""
-        from node import cmd
-
-        return cmd.info(self)
-
-    def leave_safe_mode(self):
-        """Clear the crash-boot count and reboot (soon, once the result is acked)."""
-        self.boot.clear()
-        asyncio.create_task(self.reboot_soon())
-
     # -- boot and the loop ----------------------------------------------------------------
 
     async def run(self):
         """Run the node: the tasks of the module docstring. Returns only by reset/deep sleep."""
         self.send(frame.HELLO, {"fw": VERSION, "rc": self.reset_cause, "bc": self.boot.boots,
                                 "sm": 1 if self.safe else 0})
+        asyncio.get_event_loop().set_exception_handler(self._on_error)
         for name, fn in (("link", self.link.run), ("sender", self._sender),
                          ("watchdog", self._watchdog), ("time", self._timesync),
                          ("health", self._health), ("role", self._role)):
             if fn is not None:
-                asyncio.create_task(self._guard(name, fn))
+                self._start(name, fn)
         gc.collect()
-        await asyncio.Event().wait()  # forever: the tasks end the run (reset, deep sleep)
+        while True:  # forever: the tasks end the run (reset, deep sleep)
+            await asyncio.sleep_ms(3600000)
 
-    async def _guard(self, name, fn):
+    def _start(self, name, fn):
+        """Run ``fn()`` as a task of the node: an exception out of it is a crash (_on_error)."""
+        self._tasks.append((asyncio.create_task(fn()), name))
+
+    def _on_error(self, loop, ctx):
+        """The loop's exception handler: a task ended in an exception, so the node crashed.
+        (No coroutine per task waits to catch it: that would cost a frame each.)"""
+        t = ctx["future"]
+        if self._crashing:
+            if t is self._crash_task:
+                self._reset()  # the crash handler itself failed (it resets, never returns)
+            return  # another task crashed first: its handler reboots
+        # Before anything that allocates (the handler's task included): stop feeding the
+        # watchdog, give back the reserve, drop the role (what it leaked goes with it; a role
+        # that crashed is done anyway).
+        self._crashing = True
+        self._reserve = None
+        self.role = None
+        gc.collect()
+        name = "task"
+        for x in self._tasks:
+            if x[0] is t:
+                name = x[1]
         try:
-            await fn()
-        except Exception as e:
-            if self._crashing:  # another task crashed first: its handler reboots
-                return
-            # Before anything that allocates (the handler's coroutine object included): stop
-            # feeding the watchdog, give back the reserve, drop the role (what it leaked goes
-            # with it; a role that crashed is done anyway).
-            self._crashing = True
-            self._reserve = None
-            self.role = None
-            gc.collect()
-            try:
-                await self._crash(name, e)
-            finally:
-                # Only reached if the handler failed (it resets and does not return): reset,
-                # or, if even that raises, leave it to the watchdog, no longer fed.
-                self.hal.reset()
+            self._crash_task = asyncio.create_task(self._crash(name, ctx["exception"]))
+        except Exception:
+            self._reset()
+
+    def _reset(self):
+        """Reset, or, if even that raises, leave it to the watchdog, no longer fed."""
+        try:
+            self.hal.reset()
+        except Exception:
+            pass
 
     async def _crash(self, where, e):
         """Log a crash and keep its text for ``node.info``, give queued frames a moment to go
@@ -331,7 +318,7 @@ class Node(Upkeep):
             self._role_err = None
             raise e
         if self.safe:
-            from node.role import Diagnostics
+            from node.diag import Diagnostics
 
             self.role = Diagnostics(self, self.hal, self.cfg)
         await self.role.run()
@@ -427,10 +414,7 @@ class Node(Upkeep):
                         log("node", "send: %s", e)
                         await asyncio.sleep_ms(200)
                     continue
-            try:
-                await asyncio.wait_for_ms(self._wake.wait(), 500)
-            except asyncio.TimeoutError:
-                pass
+            await self._wake.wait(500)
 
 
 def main(hal=None, role=None):

@@ -28,7 +28,8 @@ import time
 from micropython import const
 
 from link import serial
-from node.log import log
+from node import log
+from node.flag import Mutex
 
 _POLL_MS = const(20)
 
@@ -49,7 +50,7 @@ class SerialLink:
         self._dec = serial.Decoder()
         self._rx = bytearray(128)
         self._tx = bytearray(serial.WIRE_MAX)
-        self._lock = asyncio.Lock()
+        self._lock = Mutex()
         self._stop = False
         self.beat = time.ticks_ms()
 
@@ -87,7 +88,9 @@ class SerialLink:
         """Write one frame as a wire frame."""
         if not self.up:
             raise OSError("link down")
-        async with self._lock:
+        if not self._lock.try_take():
+            await self._lock.take()
+        try:
             n = serial.wire(frame, self._tx)
             u = self._uart
             de = self._de
@@ -105,6 +108,8 @@ class SerialLink:
                         await asyncio.sleep_ms(0)
                 finally:
                     de.value(0)  # even when cancelled: never hold the bus
+        finally:
+            self._lock.give()
         await asyncio.sleep_ms(0)
 
     async def asleep(self, until, timeout_ms=0):

@@ -3,7 +3,7 @@ the watchdog. A mixin of :class:`node.runtime.Node` (it uses the node's queue, l
 and events); one failure domain each, started by ``Node.run()``.
 
 * **time sync** (docs/protocol.md, section 6): ``time_sync {}`` while the clock is unset, then
-  every ``time_sync_s``; only while the queue is empty (see :meth:`Upkeep._send_now`);
+  every ``time_sync_s``; only while the queue is empty (see :meth:`Upkeep._timesync`);
 * **health report** every ``health_s`` (kept across deep sleep in RTC memory): telemetry with
   ``up``, ``heap``, ``q``, ``drop``, ``rssi``, ``bat`` and the role's extras;
 * **watchdog**: the hardware WDT is fed only while the sender and the link show signs of life
@@ -19,7 +19,7 @@ import time
 from micropython import const
 
 from link import frame
-from node.log import log
+from node import log
 
 _STALL_MS = const(30000)  # a task silent this long is stuck: stop feeding the watchdog
 _WIN_SAVE_MS = const(60000)  # persist the downlink window at most this often for acks
@@ -28,16 +28,6 @@ _WIN_SAVE_MS = const(60000)  # persist the downlink window at most this often fo
 class Upkeep:
     """Time sync, health report and watchdog tasks; see the module docstring."""
 
-    async def _send_now(self, kind, payload):
-        """Seal and send one frame without queueing it (a time_sync request).
-
-        Only while the queue is empty: a frame that overtook queued ones would move the
-        gateway's replay window past them (a reboot skips up to 256 counters), and they would
-        be refused as replayed."""
-        n = frame.seal(self._dbuf, self.keys, kind, 0, self._code, self._nid, self.ctr.next(),
-                       self.time(), payload)
-        await self.link.send(memoryview(self._dbuf)[0:n])
-
     async def _timesync(self):
         hal = self.hal
         wait_ms = self.cfg["ack_timeout_s"] * 1000
@@ -45,17 +35,19 @@ class Upkeep:
             st = self.boot
             if self.link.up and not self.queue.live and (not hal.synced() or hal.time() >= st.sync_at):
                 self._synced.clear()
+                # Sealed and sent without queueing, and only while the queue is empty: a frame
+                # that overtook queued ones would move the gateway's replay window past them
+                # (a reboot skips up to 256 counters), and they would be refused as replayed.
                 try:
-                    await self._send_now(frame.TIME_SYNC, b"{}")
-                    await asyncio.wait_for_ms(self._synced.wait(), wait_ms)
-                    continue
-                except (OSError, asyncio.TimeoutError):
+                    n = frame.seal(self._dbuf, self.keys, frame.TIME_SYNC, 0, self._code, self._nid,
+                                   self.ctr.next(), self.time(), b"{}")
+                    await self.link.send(memoryview(self._dbuf)[0:n])
+                    if await self._synced.wait(wait_ms):
+                        continue
+                except OSError:
                     pass
             self._linked.clear()
-            try:
-                await asyncio.wait_for_ms(self._linked.wait(), 1000)
-            except asyncio.TimeoutError:
-                pass
+            await self._linked.wait(1000)
 
     def health_report(self):
         """The health report: telemetry with the common keys of docs/protocol.md section 8
@@ -79,10 +71,7 @@ class Upkeep:
         st = self.boot
         # Give the link a moment so the first report can carry the RSSI.
         if not self.link.up:
-            try:
-                await asyncio.wait_for_ms(self._linked.wait(), 10000)
-            except asyncio.TimeoutError:
-                pass
+            await self._linked.wait(10000)
         while True:
             now = self.hal.time()
             if self._kick.is_set() or not st.health_at or now >= st.health_at or st.health_at - now > period:
@@ -91,10 +80,7 @@ class Upkeep:
                 st.health_at = now + period
                 st.save()
                 continue
-            try:
-                await asyncio.wait_for_ms(self._kick.wait(), min(st.health_at - now, 60) * 1000)
-            except asyncio.TimeoutError:
-                pass
+            await self._kick.wait(min(st.health_at - now, 60) * 1000)
 
     async def _watchdog(self):
         cfg = self.cfg

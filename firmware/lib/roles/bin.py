@@ -246,7 +246,7 @@ class Bin(Role):
         before the node brings the link up (on a bin, the two never share the heap)."""
         self._sonar = self._hx = self._ds = self._rfid = self.core = None
         for m in ("roles.bin_core", "drivers.a02yyuw", "drivers.hcsr04", "drivers.hx711", "drivers.ds18b20",
-                  "drivers.mfrc522", "filters", "drivers.errors", "drivers"):
+                  "drivers.mfrc522", "filters", "drivers.errors", "drivers", "hal_extra"):
             unload(m)
 
     def _arm_wakes(self):

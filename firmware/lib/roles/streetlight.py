@@ -71,7 +71,7 @@ class Streetlight(Role):
         self._en_at = None  # self.now() of the last energy save
         self._now_ms = 0  # monotonic ms since boot, summed from tick differences (no wrap)
         self._t_ms = ticks_ms()
-        self._kick = asyncio.Event()
+        self._kick = False  # a command wants the next tick now
         self._motion = False  # a PIR edge taken while waiting for the tick
 
     def _ina(self, addr):
@@ -106,6 +106,11 @@ class Streetlight(Role):
                 r["lux"] = None
                 if self.errors["lux"] < 4 or not self.errors["lux"] % 100:
                     self.node.log("light sensor: %s", e)
+        return self._more(r)
+
+    def _more(self, r):
+        """The readings after the light (no waiting: out of read()'s coroutine, whose frame
+        lives through the light measurement)."""
         if self.pir is not None:
             r["motion"] = self._motion or self.pir.pending() or self.pir.active()
             self._motion = False
@@ -152,11 +157,11 @@ class Streetlight(Role):
         pir = self.pir
         while True:
             t0 = ticks_ms()
-            self._kick.clear()
+            self._kick = False
             self.step(await self.read())
             # Until the next tick; a PIR edge (its IRQ sets a flag) or a command ends the wait
             # at once, so the boost or the command acts within one light measurement.
-            while ticks_diff(ticks_ms(), t0) < tick and not self._kick.is_set():
+            while ticks_diff(ticks_ms(), t0) < tick and not self._kick:
                 if pir is not None and pir.pending():
                     self._motion = True
                     break
@@ -170,5 +175,5 @@ class Streetlight(Role):
             raise ValueError("unknown_op" if err == "op" else err)
         if op != "lamp.test":
             save_json(SETTINGS_FILE, self.core.settings())
-        self._kick.set()
+        self._kick = True
         return None
