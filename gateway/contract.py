@@ -78,6 +78,8 @@ def _es_number(x: float) -> str:
 
 
 _dumps_str = json.JSONEncoder(ensure_ascii=False).encode
+# The C string encoder behind it (what the C JSON encoder writes for a str with ensure_ascii=False).
+_jstr = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
 
 
 def _enc(v: Any, out: list) -> None:
@@ -173,10 +175,20 @@ def event_hash(ce: dict, key: Optional[bytes] = None, *, plain: Optional[bool] =
 
 def rfc3339(t: float) -> str:
     """``2025-11-28T09:30:00.123Z`` (UTC, milliseconds)."""
-    dt = datetime.fromtimestamp(t, timezone.utc)
-    # %-formatting, not strftime(): the same text (years 1000-9999) at a third of the cost,
-    # and this runs once per event stored.
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond // 1000)
+    # Events of one batch mostly share their time (nodes stamp whole seconds): remember the
+    # last few texts instead of formatting each (this runs once per event stored).
+    s = _rfc3339_memo.get(t)
+    if s is None:
+        dt = datetime.fromtimestamp(t, timezone.utc)
+        # %-formatting, not strftime(): the same text (years 1000-9999) at a third of the cost.
+        s = "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond // 1000)
+        if len(_rfc3339_memo) >= 256:
+            _rfc3339_memo.clear()
+        _rfc3339_memo[t] = s
+    return s
+
+
+_rfc3339_memo: dict = {}
 
 
 # -- topics and envelopes ----------------------------------------------------------------------
@@ -233,6 +245,26 @@ class Contract:
 
     def encode(self, ev: Event, *, seq: int, chain: str, prevhash: str, key: Optional[bytes] = None) -> tuple[dict, bytes]:
         """The CloudEvent and its published bytes (its canonical JSON, ``hash`` included)."""
+        fast = self.encode_fast(ev, seq=seq, chain=chain, prevhash=prevhash, key=key)
+        if fast is not None:
+            source, h, payload = fast
+            ce = {
+                "specversion": SPECVERSION,
+                "id": ev.id,
+                "source": source,
+                "type": TYPE_PREFIX + ev.type,
+                "time": rfc3339(ev.time),
+                "datacontenttype": "application/json",
+                "data": ev.data,
+                "seq": seq,
+                "chain": chain,
+                "prevhash": prevhash,
+                "hashalg": HASHALG_KEYED if key is not None else HASHALG_PLAIN,
+            }
+            if ev.subject is not None:
+                ce["subject"] = ev.subject
+            ce["hash"] = h
+            return ce, payload
         ce = {
             "specversion": SPECVERSION,
             "id": ev.id,
@@ -248,18 +280,38 @@ class Contract:
         }
         if ev.subject is not None:
             ce["subject"] = ev.subject
-        plain = _plain(ev.data) and _plain(ev.subject) and _plain(ev.source)
-        if plain:
-            # Encode once: the keys sort as (chain data datacontenttype) hash (hashalg id ...), so
-            # the published bytes are the hashed halves with "hash" between them (ingest's
-            # profile had the second full encoding at a tenth of its time).
-            head = canonical_json({k: ce[k] for k in ("chain", "data", "datacontenttype")}, True)
-            tail = canonical_json({k: v for k, v in ce.items() if k > "hash"}, True)
-            body = head[:-1] + b"," + tail[1:]
-            ce["hash"] = hmac.new(key, body, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(body).hexdigest()
-            return ce, b'%s,"hash":"%s",%s' % (head[:-1], ce["hash"].encode(), tail[1:])
-        ce["hash"] = event_hash(ce, key, plain=plain)
-        return ce, canonical_json(ce, plain)
+        ce["hash"] = event_hash(ce, key)
+        return ce, canonical_json(ce)
+
+    def encode_fast(self, ev: Event, *, seq: int, chain: str, prevhash: str, key: Optional[bytes] = None) -> Optional[tuple[str, str, bytes]]:
+        """``(CloudEvents source, hash, published bytes)`` of ``ev``, exactly as :meth:`encode`
+        writes them, or None when the event needs the careful RFC 8785 encoder (floats outside
+        the range where Python and ECMAScript agree, non-ASCII keys; then call :meth:`encode`).
+
+        The outbox calls this once per stored event: the envelope is a fixed template in
+        canonical key order (chain data datacontenttype [hash] hashalg id prevhash seq source
+        specversion subject time type), so only ``data`` goes through the JSON encoder, and
+        the hash is one hashlib call over the document without ``hash``.
+        """
+        data, subject, src = ev.data, ev.subject, ev.source
+        if not (type(seq) is int and type(ev.id) is str and type(chain) is str and type(prevhash) is str and type(src) is str and (subject is None or type(subject) is str) and _plain(data)):
+            return None
+        source = "/linli/%s/%s/%s" % (self.site, self.gateway, src)
+        head = '{"chain":%s,"data":%s,"datacontenttype":"application/json",' % (_jstr(chain), _fast_dumps(data))
+        tail = '"hashalg":"%s","id":%s,"prevhash":%s,"seq":%d,"source":%s,"specversion":"1.0",%s"time":"%s","type":%s}' % (
+            HASHALG_PLAIN if key is None else HASHALG_KEYED,
+            _jstr(ev.id),
+            _jstr(prevhash),
+            seq,
+            _jstr(source),
+            "" if subject is None else '"subject":%s,' % _jstr(subject),
+            rfc3339(ev.time),
+            _jstr(TYPE_PREFIX + ev.type),
+        )
+        head_b, tail_b = head.encode("utf-8"), tail.encode("utf-8")
+        body = head_b + tail_b
+        h = hmac.digest(key, body, "sha256").hex() if key is not None else hashlib.sha256(body).hexdigest()
+        return source, h, b'%s"hash":"%s",%s' % (head_b, h.encode("ascii"), tail_b)
 
     def status(self, state: str, **extra) -> bytes:
         """The retained status message (``online``/``offline``), JSON.

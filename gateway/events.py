@@ -344,14 +344,41 @@ def new_event(type: str, *, node: Optional[str] = None, data: Optional[dict] = N
     if type not in EVENT_TYPES:
         raise UnknownEventType("event type %r is not in the contract (linli.events.EVENT_TYPES)" % type)
     src = source or ("node/%s" % node if node else "gateway")
-    if not _SOURCE.match(src):
-        raise InvalidEventData("%s: source %r must be path segments of A-Z a-z 0-9 . _ - joined by '/'" % (type, src))
+    if src not in _good_sources:  # a node's source is checked once, not once per event
+        if not _SOURCE.match(src):
+            raise InvalidEventData("%s: source %r must be path segments of A-Z a-z 0-9 . _ - joined by '/'" % (type, src))
+        if len(_good_sources) > 10000:
+            _good_sources.clear()
+        _good_sources.add(src)
     d = dict(data or {})
-    check_json(d, "data", type)
-    ev = Event(type=type, source=src, subject=node, data=d)
-    if at is not None:
-        ev.time = at
-    return ev
+    if not _plain_json(d):  # the careful check names the bad member (or finds it fine after all)
+        check_json(d, "data", type)
+    return Event(type, src, node, d, next_id(), time.time() if at is None else at)
+
+
+_good_sources: set = set()
+_isfinite = math.isfinite
+
+
+def _plain_json(value: Any) -> bool:
+    """True for JSON made of exact dict/list/str/int/bool/None/finite float (no path strings
+    built on the way, as check_json() must for its messages); False means: ask check_json()."""
+    t = value.__class__
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return _isfinite(value)
+    if t is dict:
+        for k, v in value.items():
+            if k.__class__ is not str or not _plain_json(v):
+                return False
+        return True
+    if t is list:
+        for v in value:
+            if not _plain_json(v):
+                return False
+        return True
+    return False
 
 
 def check_json(value: Any, path: str = "data", what: str = "event") -> None:

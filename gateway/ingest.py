@@ -306,7 +306,7 @@ class Ingest:
         # while the next batch already changes the live state.
         states = {node: self.nodes[node].copy() for node in touched}
         windows = {node: (w.last, w.bitmap) for node, w in ((n, self.receiver.window(n)) for n in touched)}
-        history = [(f.node_id, now, f.kind.label, _summary(f)) for f in accepted]
+        history = [(f.node_id, now, _KIND_LABELS[f.kind], _summary(f)) for f in accepted]
         need_down: dict[str, int] = {}
         for node, *_ in out.frames:
             need_down[node] = need_down.get(node, 0) + 1
@@ -478,6 +478,9 @@ class Ingest:
             if self.on_events and events:
                 self.on_events(events)
         return events
+
+
+_KIND_LABELS = {k: k.label for k in Kind}  # an enum's .name is a property: slow per frame
 
 
 def _summary(f) -> str:

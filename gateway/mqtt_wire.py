@@ -89,11 +89,17 @@ def connect(client_id: str, *, keepalive: int, clean: bool = True, username: str
 def publish(topic: bytes, payload: bytes, pid: int, *, qos: int = 1, retain: bool = False, props: bytes | None = None) -> bytes:
     """PUBLISH; ``pid`` is ignored for QoS 0. ``props``: the packed MQTT 5 property list
     (with its length; ``b"\\x00"`` for none), ``None`` for 3.1.1."""
-    head = len(topic).to_bytes(2, "big") + topic + (pid.to_bytes(2, "big") if qos else b"")
-    if props is not None:
-        head += props
-    n = len(head) + len(payload)
-    return bytes((PUBLISH | qos << 1 | retain,)) + (bytes((n,)) if n < 128 else varint(n)) + head + payload
+    # One %-format per packet (the gateway sends one per ack and one per event upstream).
+    n = 2 + len(topic) + (2 if qos else 0) + (len(props) if props is not None else 0) + len(payload)
+    return b"%c%s%s%s%s%s%s" % (
+        PUBLISH | qos << 1 | retain,
+        bytes((n,)) if n < 128 else bytes((n & 0x7F | 0x80, n >> 7)) if n < 16384 else varint(n),
+        len(topic).to_bytes(2, "big"),
+        topic,
+        pid.to_bytes(2, "big") if qos else b"",
+        props if props is not None else b"",
+        payload,
+    )
 
 
 def puback(pid: int) -> bytes:

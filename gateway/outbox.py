@@ -16,7 +16,11 @@ chain hashes at the edges of each run, so a verifier can tell a reported drop fr
 first drop is reported at once, later ones at most every ``drop_report_s`` seconds.
 
 All SQLite work runs on one dedicated thread; consecutive writes are committed together (one
-fsync), each in its own savepoint, so one failing caller never rolls back another's.
+fsync), each in its own savepoint, so one failing caller never rolls back another's. Stored
+events are committed with the configured ``synchronous`` (``full``: they survive power loss
+before any node is acked); deletes after PUBACK and node-state marks alone are committed
+without an fsync, so after a power loss a few acknowledged events may be published again
+(same ``id``, ``seq`` and bytes: at least once, as docs/events.md tells backends).
 
 >>> import asyncio, tempfile, os
 >>> from linli.contract import Contract
@@ -100,6 +104,17 @@ class Pending:
     payload: bytes
 
 
+_PENDING_FIELDS = ("seq", "id", "type", "source", "topic", "payload")
+
+
+def _pending(row: tuple) -> Pending:
+    """A :class:`Pending` from its row, without the frozen dataclass's per-field setattr (the
+    uplink reads every event once)."""
+    p = object.__new__(Pending)
+    p.__dict__.update(zip(_PENDING_FIELDS, row))
+    return p
+
+
 @dataclass(frozen=True)
 class NodeStateMsg:
     node: str
@@ -144,6 +159,10 @@ class _Job:
     future: Optional[asyncio.Future] = None
     done: Optional[Callable] = field(default=None)
     chain: Optional[Chain] = None
+    # False for bookkeeping that may be lost on power loss without losing an event: deleting
+    # what the broker acknowledged (at worst it is published again, same id and bytes) and
+    # marking a node state published (at worst it is published again).
+    durable: bool = True
 
 
 _SCHEMA = """
@@ -339,7 +358,7 @@ class Outbox:
 
         def job(conn):
             rows = conn.execute("SELECT seq, id, type, source, topic, payload FROM outbox_events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
-            return [Pending(*r) for r in rows]
+            return [_pending(r) for r in rows]
 
         return await self._submit(job, write=False)
 
@@ -362,15 +381,21 @@ class Outbox:
                 log.warning("outbox back within its bound (%d events, %d bytes)", self._st.count, self._st.bytes)
             return n
 
-        return await self._submit(job, write=True)
+        return await self._submit(job, write=True, durable=False)
 
     async def node_states(self) -> list[NodeStateMsg]:
         """Node states not yet published (or changed since)."""
         return await self._submit(lambda conn: [NodeStateMsg(*r) for r in conn.execute("SELECT node, version, topic, payload FROM outbox_node_state WHERE version > published ORDER BY node")], write=False)
 
     async def node_state_published(self, node: str, version: int) -> None:
-        """The broker acked ``version`` of ``node``'s state."""
-        await self._submit(lambda conn: conn.execute("UPDATE outbox_node_state SET published = ? WHERE node = ? AND published < ?", (version, node, version)), write=True)
+        """The broker acked ``version`` of ``node``'s state.
+
+        Returns once queued, not committed: the mark is bookkeeping (lost, the state is only
+        published again), the outbox runs jobs in order so a later :meth:`node_states` sees
+        it, and marks queued together commit together (the uplink marks one node at a time,
+        and a commit round trip per node made ingest's next batch wait)."""
+        fut = self._submit(lambda conn: conn.execute("UPDATE outbox_node_state SET published = ? WHERE node = ? AND published < ?", (version, node, version)), write=True, durable=False)
+        fut.add_done_callback(_log_mark_failure)
 
     async def stats(self) -> OutboxStats:
         def job(conn):
@@ -380,11 +405,11 @@ class Outbox:
         return await self._submit(job, write=False)
 
     # -- the thread --------------------------------------------------------------------------
-    def _submit(self, fn, *, write: bool, chain: Optional[Chain] = None) -> "asyncio.Future":
+    def _submit(self, fn, *, write: bool, chain: Optional[Chain] = None, durable: bool = True) -> "asyncio.Future":
         if self._closed:
             raise OutboxClosed("the outbox is closed")
         fut = self._loop.create_future()
-        self._q.put(_Job(fn, write, fut, chain=chain))
+        self._q.put(_Job(fn, write, fut, chain=chain, durable=durable))
         return fut
 
     def _resolve(self, fut: asyncio.Future, result: Any, exc: Optional[BaseException]) -> None:
@@ -440,6 +465,22 @@ class Outbox:
             conn.close()
 
     def _run_writes(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        # A group of only non-durable jobs (deletes after PUBACK, state marks) commits without
+        # an fsync: at full rate the uplink's acks were most of the outbox's commits, and each
+        # fsync made the next ingest batch wait. In WAL mode synchronous=NORMAL keeps the
+        # database consistent; a power loss can only undo these last commits (events published
+        # again with the same id and bytes: at least once, as the contract says). Any group
+        # with an event or other state in it is committed with the configured synchronous.
+        light = self.synchronous != "normal" and not any(j.durable for j in jobs)
+        if light:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._run_group(conn, jobs)
+        finally:
+            if light:
+                conn.execute("PRAGMA synchronous=%s" % self.synchronous.upper())
+
+    def _run_group(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         snap = self._st.copy()
         self._st.wrote = self._st.wrote_states = False
         results = []
@@ -528,17 +569,27 @@ class Outbox:
         now = self.clock()
         rows = []
         per_type = self._per_type
+        contract, chain, key = self.contract, self.chain, self.chain_key
+        fast = contract.encode_fast
+        seq, h, nbytes = st.seq, st.hash, 0
         for ev in events:
-            seq = st.seq + 1
-            ce, payload = self.contract.encode(ev, seq=seq, chain=self.chain, prevhash=st.hash, key=self.chain_key)
+            seq += 1
+            r = fast(ev, seq=seq, chain=chain, prevhash=h, key=key)
+            if r is None:  # data the careful RFC 8785 encoder must write
+                ce, payload = contract.encode(ev, seq=seq, chain=chain, prevhash=h, key=key)
+                r = ce["source"], ce["hash"], payload
+            source, new_h, payload = r
             t = per_type.get(ev.type)
             if t is None:
-                t = per_type[ev.type] = (int(ev.priority), self.contract.event_topic(ev.type))
-            rows.append((seq, ev.id, ev.type, t[0], ce["source"], t[1], payload, st.hash, ce["hash"], now))
-            st.seq, st.hash = seq, ce["hash"]
-            st.count += 1
-            st.bytes += len(payload)
+                t = per_type[ev.type] = (int(ev.priority), contract.event_topic(ev.type))
+            rows.append((seq, ev.id, ev.type, t[0], source, t[1], payload, h, new_h, now))
+            h = new_h
+            nbytes += len(payload)
         conn.executemany("INSERT INTO outbox_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # Only once the insert succeeded (a failing one leaves the state as it was).
+        st.seq, st.hash = seq, h
+        st.count += len(rows)
+        st.bytes += nbytes
         st.wrote = True
 
     def _over(self, count: int, nbytes: int) -> bool:
@@ -637,6 +688,11 @@ class Outbox:
 
         wait = max(0.0, self._st.last_report + self.drop_report_s - self.clock()) + 0.01
         self._report_timer = self._loop.call_later(wait, fire)
+
+
+def _log_mark_failure(fut: asyncio.Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("could not mark a node state published (it will be published again): %s", fut.exception())
 
 
 def _wrap(exc: BaseException) -> BaseException:

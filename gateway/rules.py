@@ -27,6 +27,7 @@ from linli.events import Event, new_event
 from linli.registry import NodeState
 
 HEALTH_KEYS = ("heap", "up", "q", "drop", "rssi")
+_HEALTH = frozenset(HEALTH_KEYS)
 _CATEGORIES = ("kitchen", "recyclable", "hazardous", "other")
 
 
@@ -40,6 +41,11 @@ def _num(body: dict, key: str, *, required: bool = False) -> Optional[float]:
         if required:
             raise PayloadError("missing %r" % key)
         return None
+    t = v.__class__
+    if t is float:
+        return v
+    if t is int:
+        return float(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise PayloadError("%r must be a number, got %r" % (key, v))
     return float(v)
@@ -103,9 +109,16 @@ class Rules:
         return []
 
     def telemetry(self, st: NodeState, body: dict, at: float) -> list[Event]:
+        # One pass: check the values and split readings from health keys (body order kept).
+        readings, health = {}, {}
         for k, v in body.items():
-            if not isinstance(v, (int, float, str)) or isinstance(v, bool):
+            t = v.__class__
+            if t is not int and t is not float and t is not str and (not isinstance(v, (int, float, str)) or isinstance(v, bool)):
                 raise PayloadError("telemetry value %r must be a number or string, got %r" % (k, v))
+            if k in _HEALTH:
+                health[k] = v
+            elif k != "hb":
+                readings[k] = v
         st.readings.update(body)
         if "bat" in body:
             st.bat = _num(body, "bat")
@@ -116,8 +129,6 @@ class Rules:
         if "hb" in body:
             st.heartbeat_s = _num(body, "hb")
         out = []
-        readings = {k: v for k, v in body.items() if k not in HEALTH_KEYS and k != "hb"}
-        health = {k: v for k, v in body.items() if k in HEALTH_KEYS}
         if readings:
             out.append(self._ev("node.telemetry", st, {"role": st.role, "readings": readings}, at))
         if "heap" in health or "up" in health:

@@ -73,16 +73,31 @@ class PackedProperties:
 # PayloadFormatIndicator=1 (UTF-8), ContentType, and the constant user property.
 _CT = b"\x01\x01" + b"\x03" + _utf8(CONTENT_TYPE) + b"\x26" + _utf8("specversion") + _utf8("1.0")
 _ID, _SOURCE, _TYPE, _SEQ = (b"\x26" + _utf8(k) for k in ("id", "source", "type", "seq"))
+_CT_ID = _CT + _ID
 
 
 def event_properties(row: "Pending") -> PackedProperties:
     """MQTT 5 properties of an event: the CloudEvents content type and the attributes a broker
     or consumer may route on, mirrored as user properties (CloudEvents MQTT binding)."""
-    body = b"".join((_CT, _ID, _utf8(row.id), _SOURCE, _utf8(row.source), _TYPE, _utf8("linli." + row.type), _SEQ, _utf8(str(row.seq))))
-    return PackedProperties(wire.varint(len(body)) + body)
+    # Once per event published: the (source, type) part is the same for all of a node's
+    # events of one type, so it is packed once.
+    mid = _mid_props.get((row.source, row.type))
+    if mid is None:
+        if len(_mid_props) > 10000:
+            _mid_props.clear()
+        mid = _mid_props[(row.source, row.type)] = _SOURCE + _utf8(row.source) + _TYPE + _utf8("linli." + row.type) + _SEQ
+    ident = row.id.encode("utf-8")
+    seq = b"%d" % row.seq
+    body = b"%s%s%s%s%s%s" % (_CT_ID, len(ident).to_bytes(2, "big"), ident, mid, len(seq).to_bytes(2, "big"), seq)
+    n = len(body)
+    return PackedProperties((bytes((n,)) if n < 128 else bytes((n & 0x7F | 0x80, n >> 7)) if n < 16384 else wire.varint(n)) + body)
+
+
+_mid_props: dict = {}
 
 
 _NO_PROPS = b"\x00"
+_topics: dict = {}  # topic -> its UTF-8 bytes (a handful of event types and nodes)
 
 
 class _Props:
@@ -311,7 +326,12 @@ class Connection:
         if self._transport is None or self.closed.done() or len(self.inflight) >= 0xFFFF:
             return False
         pid = self._next_pid()
-        pkt = wire.publish(topic.encode("utf-8"), payload, pid, retain=retain, props=(props.pack() if props is not None else _NO_PROPS) if self.v5 else None)
+        t = _topics.get(topic)
+        if t is None:
+            if len(_topics) > 10000:
+                _topics.clear()
+            t = _topics[topic] = topic.encode("utf-8")
+        pkt = wire.publish(t, payload, pid, retain=retain, props=(props.pack() if props is not None else _NO_PROPS) if self.v5 else None)
         self.inflight[pid] = what
         if self._on_wire < self._limit and not self._queued:
             self._on_wire += 1

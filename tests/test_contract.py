@@ -251,3 +251,29 @@ def test_verify_cli(tmp_path):
     assert args.handler(args) == 0
     args = p.parse_args(["verify", str(tmp_path / "missing")])
     assert args.handler(args) == 2
+
+
+@pytest.mark.parametrize("key", [None, b"k" * 32])
+def test_fast_encoding_is_the_canonical_json(key):
+    # The outbox's per-event template (encode_fast) must write exactly what the careful
+    # RFC 8785 encoder writes, or say it cannot (None) and leave the event to encode().
+    c = Contract("xinhua-1", "gw-01")
+    datas = [dict(et.example) for et in EVENT_TYPES.values()] + [
+        {"role": "bin", "readings": {"fill": 42, "temp": 21.5}},
+        {"s": 'quote " backslash \\ newline \n tab \t \u00e9 \u4e2d \U0001f600', "n": None, "b": [True, False, 1, -2.5]},
+        {"big": 1e21, "small": 1e-7, "int_float": 3.0},  # the careful encoder's numbers
+        {"\u00fcber": 1},  # a non-ASCII key: the careful encoder's sort
+    ]
+    h = GENESIS
+    for i, data in enumerate(datas):
+        node = None if i % 5 == 0 else "bin-%d" % i
+        ev = new_event("node.telemetry", node=node, data=data, at=1764322200.0 + i * 0.3337)
+        ce, payload = c.encode(ev, seq=i + 1, chain="5e2a9d01c4b7f366", prevhash=h, key=key)
+        full = {k: v for k, v in ce.items() if k != "hash"}
+        assert payload == canonical_json(ce)
+        assert ce["hash"] == event_hash(full, key)
+        fast = c.encode_fast(ev, seq=i + 1, chain="5e2a9d01c4b7f366", prevhash=h, key=key)
+        if fast is not None:
+            assert fast == (ce["source"], ce["hash"], payload)
+        h = ce["hash"]
+    assert c.encode_fast(new_event("node.telemetry", node="b", data={"x": 1e21}), seq=1, chain="c", prevhash=GENESIS) is None

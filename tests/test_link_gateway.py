@@ -156,3 +156,14 @@ def test_seal_refuses_what_no_receiver_accepts():
         seal(KEY, Kind.HELLO, Role.BIN, "no spaces", counter=1, ts=0)
     with pytest.raises(ValueError):
         seal(KEY, Kind.HELLO, Role.BIN, NODE, counter=1, ts=0, payload=b"x" * 240)
+
+
+def test_tag_is_truncated_hmac_sha256():
+    # LinkKeys.tag() keeps HMAC's keyed states instead of calling hmac.digest(): same bytes.
+    import hmac
+
+    for n in (0, 1, 55, 56, 63, 64, 65, 250):
+        k = LinkKeys(os.urandom(32))
+        data = os.urandom(n)
+        assert k.tag(data) == hmac.digest(k.mac_key, data, "sha256")[:8]
+        assert k.tag(data) == k.tag(data)  # the kept states are not consumed

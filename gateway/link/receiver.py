@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Optional
 from linli.link.crypto import UP
 from linli.link.errors import LinkError, Reason
 from linli.link.frame import Frame, KeyLookup, open_frame
-from linli.link.replay import Window
+from linli.link.replay import Verdict, Window
 from linli.link.serial import Decoder
 
 
@@ -71,8 +71,11 @@ class Receiver:
         except LinkError as e:
             self.counts[e.reason.label] += 1
             return Received(e.reason, None, e.detail, e.node_id, e.counter)
-        self.counts[fr.verdict.value if fr.verdict else "new"] += 1
-        return Received(Reason.OK, fr, "", fr.node_id, fr.counter)
+        self.counts[_VERDICT_LABELS[fr.verdict] if fr.verdict else "new"] += 1
+        # The frozen dataclass without its __init__ (a setattr per field): once per frame.
+        r = _new(Received)
+        r.__dict__.update(reason=Reason.OK, frame=fr, detail="", node_id=fr.node_id, counter=fr.counter)
+        return r
 
     def commit(self, frame: Frame) -> None:
         """Mark the frame's counter as seen (after it is durably stored)."""
@@ -93,6 +96,10 @@ class Receiver:
             else:
                 self.counts[reason.label] += 1
                 yield Received(reason, None, "%d bytes of line noise" % len(data))
+
+
+_new = object.__new__
+_VERDICT_LABELS = {v: v.value for v in Verdict}  # an enum's .value is a property: slow per frame
 
 
 def _peek_id(raw: bytes) -> Optional[str]:
