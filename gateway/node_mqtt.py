@@ -78,13 +78,20 @@ class NodeBroker:
 
     ``reply(raw)`` (a coroutine function) publishes a sealed frame to that node's down topic,
     QoS 1; it raises ``ConnectionError`` while the broker is unreachable.
+
+    ``backlog()`` (optional) says how many frames the consumer still holds: at ``high`` the
+    connection stops reading (the frames wait in the broker, which stops sending past its
+    in-flight window) until the backlog is down to ``low``, so a burst never overflows ingest.
     """
 
-    def __init__(self, cfg: BrokerSection, on_frame: Callable, *, client_id: Optional[str] = None):
+    def __init__(self, cfg: BrokerSection, on_frame: Callable, *, client_id: Optional[str] = None,
+                 backlog: Optional[Callable[[], int]] = None, high: int = 5000, low: int = 2500):
         self.cfg = cfg
         self.on_frame = on_frame
+        self.backlog, self.high, self.low = backlog, high, low
+        self._paused: Optional[asyncio.Task] = None
         self.connected = asyncio.Event()
-        self.counts = {"frames": 0, "bad_topic": 0, "connects": 0, "disconnects": 0, "down": 0, "down_acked": 0, "pings": 0}
+        self.counts = {"frames": 0, "bad_topic": 0, "connects": 0, "disconnects": 0, "down": 0, "down_acked": 0, "pings": 0, "paused": 0}
         self.client_id = client_id or cfg.client_id or "linli-gw-ingest-%s" % uuid.uuid4().hex[:8]
         self.last_error: Optional[str] = None
         self._proto: Optional[_Protocol] = None
@@ -110,6 +117,8 @@ class NodeBroker:
     async def stop(self, timeout: float = 2.0) -> None:
         """Send DISCONNECT (so the broker drops the session quietly) and close."""
         self._stopping = True
+        if self._paused is not None:
+            self._paused.cancel()
         p = self._proto
         if p is not None and p.transport is not None and not p.transport.is_closing():
             self._send(wire.DISCONNECT)
@@ -237,6 +246,19 @@ class NodeBroker:
         if acks:
             self._send(b"".join(map(wire.puback, acks)))
             self._flush()  # now: the broker sends the next frames as soon as slots free
+        if self.backlog is not None and self._paused is None and self.backlog() >= self.high:
+            proto.transport.pause_reading()
+            self.counts["paused"] += 1
+            self._paused = asyncio.get_running_loop().create_task(self._resume_when_drained(proto))
+
+    async def _resume_when_drained(self, proto: _Protocol) -> None:
+        try:
+            while self.backlog() > self.low and not proto.closed.done():
+                await asyncio.sleep(0.01)
+            if not proto.closed.done():
+                proto.transport.resume_reading()
+        finally:
+            self._paused = None
 
     def _resolve(self, key: int, value: int) -> None:
         fut = self._waiters.pop(key, None)

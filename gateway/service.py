@@ -98,7 +98,7 @@ class Gateway:
             self.uplink.subscribe("linli/v1/%s/pets/registry" % cfg.gateway.site, self._on_pets)
             await self.uplink.start()
         if cfg.local.enabled:
-            self.node_broker = NodeBroker(cfg.local, self._on_mqtt_frame)
+            self.node_broker = NodeBroker(cfg.local, self._on_mqtt_frame, backlog=self.ingest.queue.qsize)
             await self.node_broker.start()
         for sec in cfg.serial:
             port = SerialPort(sec, self._on_serial_bytes)
