@@ -123,8 +123,8 @@ class Ingest:
 
         nodes, windows = await self.sink.add([], load)
         self.nodes = nodes
-        for node, (last, bitmap) in windows.items():
-            self.receiver.windows[node] = Window(last, bitmap)
+        for node, (last, bitmap, keyfp) in windows.items():
+            self.receiver.windows[node] = Window(last, bitmap, keyfp)
         # A sink that can chain writes (the outbox) lets batches overlap; any other, one at a time.
         self._chain = self.sink.new_chain() if hasattr(self.sink, "new_chain") else None
         self._slots = asyncio.Semaphore(self.depth if self._chain is not None else 1)
@@ -270,7 +270,7 @@ class Ingest:
                 st = self.nodes.get(f.node_id)
                 if f.node_id not in windows_before:
                     w = self.receiver.window(f.node_id)
-                    windows_before[f.node_id] = Window(w.last, w.bitmap)
+                    windows_before[f.node_id] = Window(w.last, w.bitmap, w.keyfp)
                     touched[f.node_id] = st.copy() if st is not None else None
                 if st is None:
                     st = self.nodes[f.node_id] = registry.NodeState(f.node_id, f.role.label, first_seen=now)
@@ -305,7 +305,7 @@ class Ingest:
         # What this batch stores, as of now: the transaction runs on the outbox thread, maybe
         # while the next batch already changes the live state.
         states = {node: self.nodes[node].copy() for node in touched}
-        windows = {node: (w.last, w.bitmap) for node, w in ((n, self.receiver.window(n)) for n in touched)}
+        windows = {node: (w.last, w.bitmap, w.keyfp) for node, w in ((n, self.receiver.window(n)) for n in touched)}
         history = [(f.node_id, now, _KIND_LABELS[f.kind], _summary(f)) for f in accepted]
         need_down: dict[str, int] = {}
         for node, *_ in out.frames:

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS link_state (
     node TEXT PRIMARY KEY,
     up_last INTEGER NOT NULL DEFAULT 0,
     up_bitmap TEXT NOT NULL DEFAULT '0',
-    down_reserved INTEGER NOT NULL DEFAULT 0
+    down_reserved INTEGER NOT NULL DEFAULT 0,
+    key_fp TEXT
 );
 CREATE TABLE IF NOT EXISTS node_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,6 +96,8 @@ def init(conn: sqlite3.Connection) -> None:
     for stmt in SCHEMA.split(";"):
         if stmt.strip():
             conn.execute(stmt)
+    if "key_fp" not in {r[1] for r in conn.execute("PRAGMA table_info(link_state)")}:
+        conn.execute("ALTER TABLE link_state ADD COLUMN key_fp TEXT")  # a gateway.db from before
 
 
 def load_all(conn: sqlite3.Connection) -> dict[str, NodeState]:
@@ -133,15 +136,16 @@ def _prune(conn: sqlite3.Connection, node: str) -> None:
     )
 
 
-def load_windows(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
-    return {n: (last, int(bm, 16)) for n, last, bm in conn.execute("SELECT node, up_last, up_bitmap FROM link_state")}
+def load_windows(conn: sqlite3.Connection) -> dict[str, tuple[int, int, Optional[str]]]:
+    """node -> (last counter, bitmap, fingerprint of the key they were seen under)."""
+    return {n: (last, int(bm, 16), fp) for n, last, bm, fp in conn.execute("SELECT node, up_last, up_bitmap, key_fp FROM link_state")}
 
 
-def save_window(conn: sqlite3.Connection, node: str, last: int, bitmap: int) -> None:
+def save_window(conn: sqlite3.Connection, node: str, last: int, bitmap: int, keyfp: Optional[str] = None) -> None:
     conn.execute(
-        "INSERT INTO link_state (node, up_last, up_bitmap) VALUES (?,?,?) "
-        "ON CONFLICT(node) DO UPDATE SET up_last=excluded.up_last, up_bitmap=excluded.up_bitmap",
-        (node, last, "%x" % bitmap),
+        "INSERT INTO link_state (node, up_last, up_bitmap, key_fp) VALUES (?,?,?,?) "
+        "ON CONFLICT(node) DO UPDATE SET up_last=excluded.up_last, up_bitmap=excluded.up_bitmap, key_fp=excluded.key_fp",
+        (node, last, "%x" % bitmap, keyfp),
     )
 
 

@@ -188,6 +188,40 @@ def test_state_survives_a_restart(gw):
     asyncio.run(main())
 
 
+def test_a_replaced_board_with_a_new_key_counts_from_one_again(gw):
+    """A broken bin's board is swapped and flashed under the same node id with a new key (`linli
+    flash --new-key`): its counters start at 1 again and must be accepted, while frames under
+    the old key are refused, whether the key changed while the gateway was down or running."""
+
+    async def main():
+        ing, ks, sink, _ = gw()
+        await ing.start()
+        b = Node("bin-0001", Role.BIN, ks)
+        await run(ing, b, *[b.frame(Kind.TELEMETRY, {"fill": 10 + i}) for i in range(5)])
+        assert b.acks() == [(c, 0) for c in range(1, 6)]
+        old_key = b.key
+        await ing.stop()
+        KeyStore(ks.path).add("bin-0001", "bin", b"\x42" * 32, replace=True)  # flashed while the gateway is down
+        ing2, ks2, sink2, _ = gw()
+        await ing2.start()
+        b.key, b.counter, b.down = LinkKeys(b"\x42" * 32), 0, []
+        await run(ing2, b, b.frame(Kind.TELEMETRY, {"fill": 20}), b.frame(Kind.TELEMETRY, {"fill": 21}))
+        assert b.acks() == [(1, 0), (2, 0)] and ing2.receiver.counts["rekeyed"] == 1
+        assert [d["readings"]["fill"] for _, _, d in sink2.events("node.telemetry")][-2:] == [20, 21]
+        forged = seal(old_key, Kind.TELEMETRY, Role.BIN, "bin-0001", counter=9, ts=0, payload=encode_body({"fill": 99}))
+        await run(ing2, b, forged)
+        assert ing2.counts["bad_tag"] == 1  # the old board (or a recording of it) is locked out
+        ks2.add("bin-0001", "bin", b"\x43" * 32, replace=True)  # and again, with the gateway running
+        b.key, b.counter, b.down = LinkKeys(b"\x43" * 32), 0, []
+        await run(ing2, b, b.frame(Kind.TELEMETRY, {"fill": 22}))
+        assert b.acks() == [(1, 0)] and ing2.receiver.counts["rekeyed"] == 2
+        await run(ing2, b, b.frame(Kind.TELEMETRY, {"fill": 22}, counter=1))
+        assert ing2.counts["duplicate"] == 1  # the fresh window still stops replays
+        await ing2.stop()
+
+    asyncio.run(main())
+
+
 def test_bin_rules_and_deposit_pseudonym(gw):
     async def main():
         ing, ks, sink, _ = gw()

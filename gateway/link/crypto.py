@@ -16,13 +16,15 @@ DOWN = 1
 class LinkKeys:
     """The two sub-keys derived from a node's 32-byte key (docs/protocol.md section 2)."""
 
-    __slots__ = ("enc_key", "mac_key", "_ecb", "_inner", "_outer")
+    __slots__ = ("enc_key", "mac_key", "_ecb", "_inner", "_outer", "fp")
 
     def __init__(self, key: bytes):
         if len(key) != KEY_SIZE:
             raise ValueError("a node key is %d bytes, got %d" % (KEY_SIZE, len(key)))
         self.enc_key = hmac.digest(key, b"linli v1 enc", "sha256")[:16]
         self.mac_key = hmac.digest(key, b"linli v1 mac", "sha256")
+        # Names the key without revealing it (the replay window remembers which key it saw).
+        self.fp = hashlib.sha256(self.mac_key).hexdigest()[:16]
         # ECB on a reused context: no padding, no state between calls, so one per key is safe.
         self._ecb = Cipher(algorithms.AES(self.enc_key), modes.ECB()).encryptor()
         # HMAC (RFC 2104) with its keyed inner and outer SHA-256 states computed once: a tag is

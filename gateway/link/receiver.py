@@ -66,8 +66,17 @@ class Receiver:
     def open(self, raw: bytes, *, topic_id: Optional[str] = None) -> Received:
         """Verify one frame; never raises for bad input."""
         nid = _peek_id(raw)
+        w = None
+        if nid:
+            w = self.window(nid)
+            entry = self.lookup(nid)
+            if entry is not None and w.keyfp != entry[0].fp:
+                if w.keyfp is not None:  # re-keyed: the new board's counters start again at 1
+                    w = self.windows[nid] = Window()
+                    self.counts["rekeyed"] += 1
+                w.keyfp = entry[0].fp
         try:
-            fr = open_frame(raw, self.lookup, self.window(nid) if nid else None, direction=self.direction, topic_id=topic_id)
+            fr = open_frame(raw, self.lookup, w, direction=self.direction, topic_id=topic_id)
         except LinkError as e:
             self.counts[e.reason.label] += 1
             return Received(e.reason, None, e.detail, e.node_id, e.counter)

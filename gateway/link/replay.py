@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
+from typing import Optional
 
 WINDOW = 64
 RESERVE = 256
@@ -25,11 +26,14 @@ class Window:
     (<Verdict.DUPLICATE: 'duplicate'>, <Verdict.NEW: 'new'>, <Verdict.NEW: 'new'>)
     """
 
-    __slots__ = ("last", "bitmap")
+    __slots__ = ("last", "bitmap", "keyfp")
 
-    def __init__(self, last: int = 0, bitmap: int = 0):
+    def __init__(self, last: int = 0, bitmap: int = 0, keyfp: Optional[str] = None):
         self.last = last
         self.bitmap = bitmap & _MASK
+        # The key these counters were seen under (LinkKeys.fp): a node given a new key (a
+        # replaced board, `linli flash --new-key`) counts from 1 again, in a fresh window.
+        self.keyfp = keyfp
 
     def check(self, c: int) -> Verdict:
         if c <= 0:
