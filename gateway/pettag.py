@@ -12,7 +12,6 @@ linli.pettag.TagError: bad check character (misread or typo)
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32

@@ -7,7 +7,6 @@ deterministic: keys and garbage come from SHA-256 of fixed labels.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
