@@ -138,8 +138,9 @@ def test_a_live_stream_sampled_slowly_gives_its_newest_frame_not_a_buffered_one(
         time.sleep(1.5)  # ~75 frames go by between two samples, as between two 5 s samples of a real camera
         level = int(round(src.read().mean())) - 20
         behind = _Stream.sent - level
-        # The newest frame (give or take the ones in flight), not frame 1 from the socket buffer.
-        assert 0 <= behind <= 5 and level > 40, (level, _Stream.sent)
+        # The newest frame (give or take the ones in flight and a race with the counter), not
+        # frame 1 from the socket buffer.
+        assert -2 <= behind <= 5 and level > 40, (level, _Stream.sent)  # JPEG rounds the grey by 1
         assert src.grabbed > 40  # the frames in between were drained, not decoded into samples
         # The stream ends: the next sample says so, and a later read reconnects.
         time.sleep(4.5)
