@@ -134,33 +134,18 @@ _NODES = """
 # socket with up to 100 unacknowledged (paho's default window), PUBACKs counted by a reader. On
 # site the nodes are other devices: their MQTT encoding must not eat the gateway's CPU here.
 import socket, sys, threading
+from linli import mqtt_wire as wire
 data = open(sys.argv[1], "rb").read()
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (128 if n else 0))
-        if not n:
-            return bytes(out)
-
-def packet(first, body):
-    return bytes([first]) + varint(len(body)) + body
-
-def utf8(s):
-    b = s.encode()
-    return len(b).to_bytes(2, "big") + b
-
 packets = []
 i = 0
 while i < len(data):
     n = data[i]; node = data[i + 1:i + 1 + n].decode(); i += 1 + n
     m = int.from_bytes(data[i:i + 2], "big"); raw = data[i + 2:i + 2 + m]; i += 2 + m
     pid = len(packets) % 65535 + 1
-    packets.append(packet(0x32, utf8("linli/node/%s/up" % node) + pid.to_bytes(2, "big") + raw))
+    packets.append(wire.publish(("linli/node/%s/up" % node).encode(), raw, pid))
 s = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-s.sendall(packet(0x10, utf8("MQTT") + bytes([4, 2]) + (60).to_bytes(2, "big") + utf8("bench-nodes")))
+s.sendall(wire.connect("bench-nodes", keepalive=60))
 assert s.recv(4)[:2] == bytes([0x20, 2])
 window = threading.Semaphore(100)
 acked = [0]

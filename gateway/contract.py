@@ -246,29 +246,11 @@ class Contract:
     def encode(self, ev: Event, *, seq: int, chain: str, prevhash: str, key: Optional[bytes] = None) -> tuple[dict, bytes]:
         """The CloudEvent and its published bytes (its canonical JSON, ``hash`` included)."""
         fast = self.encode_fast(ev, seq=seq, chain=chain, prevhash=prevhash, key=key)
-        if fast is not None:
-            source, h, payload = fast
-            ce = {
-                "specversion": SPECVERSION,
-                "id": ev.id,
-                "source": source,
-                "type": TYPE_PREFIX + ev.type,
-                "time": rfc3339(ev.time),
-                "datacontenttype": "application/json",
-                "data": ev.data,
-                "seq": seq,
-                "chain": chain,
-                "prevhash": prevhash,
-                "hashalg": HASHALG_KEYED if key is not None else HASHALG_PLAIN,
-            }
-            if ev.subject is not None:
-                ce["subject"] = ev.subject
-            ce["hash"] = h
-            return ce, payload
+        source = fast[0] if fast is not None else self.ce_source(ev.source)
         ce = {
             "specversion": SPECVERSION,
             "id": ev.id,
-            "source": self.ce_source(ev.source),
+            "source": source,
             "type": TYPE_PREFIX + ev.type,
             "time": rfc3339(ev.time),
             "datacontenttype": "application/json",
@@ -280,6 +262,9 @@ class Contract:
         }
         if ev.subject is not None:
             ce["subject"] = ev.subject
+        if fast is not None:
+            ce["hash"] = fast[1]
+            return ce, fast[2]
         ce["hash"] = event_hash(ce, key)
         return ce, canonical_json(ce)
 
