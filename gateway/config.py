@@ -114,6 +114,7 @@ class BrokerSection:
     cert_file: Optional[Path] = None
     key_file: Optional[Path] = None
     protocol: str = "auto"
+    client: str = "native"  # upstream only: "native" or "paho" (paho-mqtt 2)
 
 
 @dataclass(frozen=True)
@@ -326,6 +327,7 @@ def _broker(file: str, name: str, table, defaults: BrokerSection, base: Path) ->
         cert_file=path("cert_file"),
         key_file=path("key_file"),
         protocol=r.take("protocol", str, "auto", check=lambda v: v in ("auto", "5", "3.1.1"), allowed="'auto', '5' or '3.1.1'"),
+        client=r.take("client", str, "native", check=lambda v: v in ("native", "paho"), allowed="'native' or 'paho'") if name == "upstream" else "native",
     )
     if (b.cert_file is None) != (b.key_file is None):
         r.fail("cert_file" if b.cert_file is None else "key_file", "cert_file and key_file go together (client certificate)")

@@ -48,7 +48,6 @@ from linli.uplink_conn import (
     UplinkError,
     UplinkProtocolError,
     UplinkTLSError,
-    event_properties,
 )
 
 __all__ = ["Uplink", "UplinkSettings", "UplinkStats", "UplinkError", "UplinkConnectError", "UplinkTLSError", "UplinkAuthError", "UplinkProtocolError"]
@@ -73,6 +72,7 @@ class UplinkSettings:
     cert_file: Optional[Path] = None
     key_file: Optional[Path] = None
     protocol: str = "auto"  # "auto" (5, then 3.1.1), "5" or "3.1.1"
+    client: str = "native"  # "native" (linli.uplink_conn) or "paho" (paho-mqtt 2, linli.uplink_paho)
     inflight: int = 20  # QoS 1 PUBLISHes on the wire awaiting PUBACK (capped by the broker's Receive Maximum)
     window: int = 1000  # events handed to paho and not yet acked (paho sends them as PUBACKs free slots)
     batch: int = 1000  # events read from the outbox per query
@@ -89,6 +89,8 @@ class UplinkSettings:
             bad("host", "is required")
         if not (isinstance(self.port, int) and 0 < self.port < 65536):
             bad("port", "must be a TCP port 1-65535, got %r" % (self.port,))
+        if self.client not in ("native", "paho"):
+            bad("client", "must be 'native' or 'paho', got %r" % (self.client,))
         if self.protocol not in ("auto", "5", "3.1.1"):
             bad("protocol", "must be 'auto', '5' or '3.1.1', got %r" % (self.protocol,))
         if not 1 <= self.inflight <= 65535:
@@ -110,7 +112,7 @@ class UplinkSettings:
     def from_config(cls, section, **overrides) -> "UplinkSettings":
         """From a :class:`linli.config.BrokerSection` (the ``[upstream]`` table)."""
         names = {f.name for f in fields(cls)}
-        values = {k: getattr(section, k) for k in ("host", "port", "username", "password", "client_id", "keepalive", "tls", "ca_file", "cert_file", "key_file", "protocol") if hasattr(section, k)}
+        values = {k: getattr(section, k) for k in ("host", "port", "username", "password", "client_id", "keepalive", "tls", "ca_file", "cert_file", "key_file", "protocol", "client") if hasattr(section, k)}
         values.update({k: v for k, v in overrides.items() if k in names})
         return cls(**values)
 
@@ -162,6 +164,11 @@ class Uplink:
         self._connected = asyncio.Event()
         self._receive_max = 65535
         self._protocol = "5" if settings.protocol in ("auto", "5") else "3.1.1"
+        if settings.client == "paho":
+            from linli import uplink_paho as impl
+        else:
+            import linli.uplink_conn as impl
+        self._impl = impl
         self._acks: list[int] = []
         self._acking: set[int] = set()
         self._ack_task: Optional[asyncio.Task] = None
@@ -254,7 +261,7 @@ class Uplink:
         delay = s.reconnect_min_s
         tentative = False  # fell back to 3.1.1 without a clear "unsupported version"
         while not self._stopping:
-            conn = Connection(self, self._protocol)
+            conn = self._impl.Connection(self, self._protocol)
             self._conn = conn
             try:
                 await self._open(conn)
@@ -389,7 +396,7 @@ class Uplink:
                 row = buf.popleft()
                 if row.seq in self._acking:
                     continue
-                props = event_properties(row) if v5 else None
+                props = self._impl.event_properties(row) if v5 else None
                 if not conn.publish(row.topic, row.payload, retain=False, props=props, what=("event", row.seq)):
                     await conn.closed
                     return

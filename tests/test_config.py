@@ -31,6 +31,7 @@ def test_minimal_config_has_defaults():
         ("[outbox]\nmax_evnts = 5\n", "outbox.max_evnts", "unknown key"),
         ("[local]\nport = 70000\n", "local.port", "1-65535"),
         ("[upstream]\nprotocol = '4'\n", "upstream.protocol", "'auto', '5' or '3.1.1'"),
+        ("[upstream]\nclient = 'hbmqtt'\n", "upstream.client", "'native' or 'paho'"),
         ("[upstream]\nca_file = 'nope.pem'\n", "upstream.ca_file", "does not exist"),
         ("[rules]\nbin_empty_pct = 90\n", "rules.bin_empty_pct", "below rules.bin_full_pct"),
         ("[rules.nodes.'bad id!']\nbin_full_pct = 80\n", "rules.nodes.bad id!", "not a valid node id"),

@@ -18,6 +18,7 @@ import pytest
 
 from harness.mosquitto import MqttProbe, free_port
 from linli.contract import Contract
+from linli.errors import ConfigError
 from linli.events import new_event
 from linli.outbox import Outbox
 from linli.uplink import Uplink, UplinkAuthError, UplinkProtocolError, UplinkSettings, UplinkTLSError
@@ -32,10 +33,22 @@ EVENTS = "linli/v1/site-1/gw-1/events/#"
 UNQUEUED = ["max_queued_messages 0"]
 
 
+CLIENT = ["native"]
+
+
+@pytest.fixture(autouse=True, params=["native", "paho"])
+def client(request):
+    """Every uplink test runs on both MQTT clients: our own (the default) and paho-mqtt 2."""
+    CLIENT[0] = request.param
+    yield request.param
+    CLIENT[0] = "native"
+
+
 def settings(broker, **kw) -> UplinkSettings:
     kw.setdefault("reconnect_min_s", 0.05)
     kw.setdefault("reconnect_max_s", 0.5)
     kw.setdefault("connect_timeout_s", 5.0)
+    kw.setdefault("client", CLIENT[0])
     return UplinkSettings(host=broker.host, port=broker.port, **kw)
 
 
@@ -176,7 +189,7 @@ from linli.uplink import Uplink, UplinkSettings
 
 async def main(db, port, total):
     ob = await Outbox.open(db, Contract("site-1", "gw-1"))
-    up = Uplink(UplinkSettings(host="127.0.0.1", port=port, reconnect_min_s=0.05, reconnect_max_s=0.5), ob)
+    up = Uplink(UplinkSettings(host="127.0.0.1", port=port, reconnect_min_s=0.05, reconnect_max_s=0.5, client=sys.argv[4]), ob)
     await up.start()
     stored = (await ob.stats()).last_seq  # after a restart: go on up to `total` events
     while stored < total:
@@ -200,7 +213,7 @@ def test_gateway_sigkilled_mid_load_loses_nothing(tmp_path, mosquitto_factory):
     script = tmp_path / "gateway.py"
     script.write_text(_GATEWAY)
     db = tmp_path / "gw.db"
-    p = subprocess.Popen([sys.executable, str(script), str(db), str(broker.port), "4000"], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, str(script), str(db), str(broker.port), "4000", CLIENT[0]], stdout=subprocess.PIPE, text=True)
     try:
         stored = 0
         while True:  # kill it while it stores and publishes, with events in flight
@@ -215,7 +228,7 @@ def test_gateway_sigkilled_mid_load_loses_nothing(tmp_path, mosquitto_factory):
         p.wait()
     assert stored < 4000
     # Restart: it re-publishes what was not acked (same ids), then stores and sends the rest.
-    out = subprocess.run([sys.executable, str(script), str(db), str(broker.port), "4000"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, str(script), str(db), str(broker.port), "4000", CLIENT[0]], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "idle" in out.stdout, out.stderr[-3000:]
     ces = events_of(drain(probe, 1.0))
     probe.close()
@@ -618,10 +631,12 @@ class FakeV5Broker:
         writer.close()
 
 
-def test_receive_maximum_is_kept_and_a_silent_broker_is_left_for_a_new_connection(tmp_path):
+def test_receive_maximum_is_kept_and_a_silent_broker_is_left_for_a_new_connection(tmp_path, client):
     """The client speaks for itself here (no Mosquitto): at most Receive Maximum PUBLISHes
     unacknowledged, PINGREQ on an idle connection, and a broker that stops answering is
-    dropped after 1.5 keepalives; what it never acked is published again, oldest first."""
+    dropped after 1.5 keepalives; what it never acked is published again, oldest first.
+    (paho sets its in-flight window before the CONNACK tells the Receive Maximum, so it keeps
+    it only from the next connection.)"""
 
     async def go():
         fake = await FakeV5Broker(silent_after=10).start()
@@ -636,10 +651,23 @@ def test_receive_maximum_is_kept_and_a_silent_broker_is_left_for_a_new_connectio
         return fake, up
 
     fake, up = asyncio.run(go())
-    assert fake.max_unacked <= 3
+    assert fake.max_unacked <= (3 if client == "native" else 20)
     assert fake.connections == 2 and up.stats.connects == 2
     first = [s for c, s in fake.published if c == 1]
     again = [s for c, s in fake.published if c == 2]
     assert first[:10] == list(range(1, 11))
     assert sorted(set(first) | set(again)) == list(range(1, 31))
     assert again == sorted(again) and again[0] <= 11  # the unacked ones again, oldest first
+
+
+def test_the_client_setting_picks_the_mqtt_client(tmp_path, client):
+    async def go():
+        ob = await Outbox.open(tmp_path / "gw.db", C)
+        up = Uplink(settings(SimpleNamespace(host="127.0.0.1", port=1), client=client), ob)
+        name = up._impl.__name__
+        await ob.close()
+        return name
+
+    assert asyncio.run(go()) == {"native": "linli.uplink_conn", "paho": "linli.uplink_paho"}[client]
+    with pytest.raises(ConfigError, match="client"):
+        UplinkSettings(host="h", client="mosquitto_pub")
