@@ -83,10 +83,10 @@ def _own_cpu_s(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def gateway_rate(local: int, upstream: int, n: int, tmp: Path, broker_pids: tuple = ()) -> float:
+async def gateway_rate(local: int, upstream: int, n: int, tmp: Path, broker_pids: tuple = (), client: str = "native") -> float:
     cfg = Config.from_text(
         '[gateway]\nsite="bench"\nid="gw"\ndata_dir="%s"\n[privacy]\nsite_secret="0123456789abcdef"\n'
-        '[local]\nport=%d\n[upstream]\nhost="127.0.0.1"\nport=%d\ntls=false\n' % (tmp / "gw", local, upstream)
+        '[local]\nport=%d\n[upstream]\nhost="127.0.0.1"\nport=%d\ntls=false\nclient="%s"\n' % (tmp / "gw", local, upstream, client)
     )
     key = bytes(range(32))
     ks = KeyStore(cfg.gateway.data_dir / "keys.db")
@@ -175,7 +175,7 @@ s.close()
 """
 
 
-async def drain_rate(upstream: int, n: int, tmp: Path) -> float:
+async def drain_rate(upstream: int, n: int, tmp: Path, client: str = "native") -> float:
     ob = await Outbox.open(tmp / "drain.db", Contract("bench", "gw"), synchronous="normal")
     batch = []
     for i in range(n):
@@ -185,7 +185,7 @@ async def drain_rate(upstream: int, n: int, tmp: Path) -> float:
             batch = []
     if batch:
         await ob.add(batch)
-    up = Uplink(UplinkSettings(host="127.0.0.1", port=upstream, tls=False, client_id="bench-drain"), ob)
+    up = Uplink(UplinkSettings(host="127.0.0.1", port=upstream, tls=False, client_id="bench-drain", client=client), ob)
     t0 = time.perf_counter()
     await up.start()
     await up.wait_idle(600)
@@ -199,15 +199,16 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=5000)
     ap.add_argument("--backlog", type=int, default=100_000)
+    ap.add_argument("--client", choices=("native", "paho"), default="native", help="the uplink's MQTT client ([upstream] client)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         async with EmbeddedBroker() as local, EmbeddedBroker() as upstream:
             raw = await asyncio.get_running_loop().run_in_executor(None, raw_paho, upstream.port, args.frames)
             pids = tuple(b._proc.pid for b in (local, upstream) if b._proc is not None)
-            gw = await gateway_rate(local.port, upstream.port, args.frames, tmp, pids)
-            drain = await drain_rate(upstream.port, args.backlog, tmp)
-    print("broker: %s; frames: %d; backlog: %d" % (local.kind, args.frames, args.backlog))
+            gw = await gateway_rate(local.port, upstream.port, args.frames, tmp, pids, args.client)
+            drain = await drain_rate(upstream.port, args.backlog, tmp, args.client)
+    print("broker: %s; uplink client: %s; frames: %d; backlog: %d" % (local.kind, args.client, args.frames, args.backlog))
     print("gateway_eps=%.0f raw_paho_eps=%.0f ratio=%.2f drain_eps=%.0f" % (gw, raw, gw / raw, drain))
 
 
