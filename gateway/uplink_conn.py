@@ -100,6 +100,18 @@ _NO_PROPS = b"\x00"
 _topics: dict = {}  # topic -> its UTF-8 bytes (a handful of event types and nodes)
 
 
+def early_close_error(s, detail: str) -> UplinkConnectError:
+    """The error for a connection the broker closed before its CONNACK (``s``: the uplink's
+    settings; ``detail``: what the connection last logged or why it closed)."""
+    if s.tls and any(w in detail.lower() for w in ("ssl", "tls", "alert", "certificate")):
+        return UplinkTLSError(
+            "%s:%d closed the TLS connection before accepting it (%s): the broker wants a client certificate it trusts: check %s.cert_file and %s.key_file" % (s.host, s.port, detail, s.key, s.key)
+        )
+    err = UplinkConnectError("%s:%d closed the connection before CONNACK (%s)" % (s.host, s.port, detail))
+    err.before_connack = True  # what some 3.1.1-only brokers do to an MQTT 5 CONNECT
+    return err
+
+
 class _Props:
     """CONNACK properties by paho's names (``props.ReceiveMaximum``), only those present."""
 
@@ -280,15 +292,7 @@ class Connection:
         self.window_free.set()
 
     def _early_close_error(self, reason) -> UplinkConnectError:
-        s = self.up.settings
-        detail = self.last_log or str(reason)
-        if s.tls and any(w in detail.lower() for w in ("ssl", "tls", "alert", "certificate")):
-            return UplinkTLSError(
-                "%s:%d closed the TLS connection before accepting it (%s): the broker wants a client certificate it trusts: check %s.cert_file and %s.key_file" % (s.host, s.port, detail, s.key, s.key)
-            )
-        err = UplinkConnectError("%s:%d closed the connection before CONNACK (%s)" % (s.host, s.port, detail))
-        err.before_connack = True  # what some 3.1.1-only brokers do to an MQTT 5 CONNECT
-        return err
+        return early_close_error(self.up.settings, self.last_log or str(reason))
 
     # -- packets out -------------------------------------------------------------------------
     def _send(self, packet: bytes) -> None:

@@ -26,8 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from linli.contract import CONTENT_TYPE
-from linli.uplink_conn import UplinkConnectError, UplinkTLSError  # the same error types as the default client
+from linli import uplink_conn
+from linli.uplink_conn import UplinkConnectError, UplinkTLSError, early_close_error  # the same error types as the default client
 
 if TYPE_CHECKING:  # pragma: no cover
     from linli.outbox import Pending
@@ -50,45 +50,27 @@ class _LastMessage(logging.Handler):
             pass
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(s: str) -> bytes:
-    b = s.encode("utf-8")
-    return len(b).to_bytes(2, "big") + b
-
-
 class _PackedProperties(Properties):
     """PUBLISH properties packed once by us: paho's Properties costs ~80 us per message."""
 
-    def __init__(self, packed: bytes, text: str):
+    def __init__(self, packed: bytes, row: "Pending"):
         object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
         object.__setattr__(self, "names", {})
         object.__setattr__(self, "_packed", packed)
-        object.__setattr__(self, "_text", text)
+        object.__setattr__(self, "_row", row)
 
     def pack(self) -> bytes:
         return self._packed
 
-    def __str__(self) -> str:
-        return self._text
-
-
-_CT = b"\x01\x01" + b"\x03" + _utf8(CONTENT_TYPE)  # PayloadFormatIndicator=1 (UTF-8), ContentType
+    def __str__(self) -> str:  # paho logs it; only then is it worth formatting
+        r = self._row
+        return "[UserProperty: id=%r, source=%r, type=%r, seq=%d]" % (r.id, r.source, "linli." + r.type, r.seq)
 
 
 def event_properties(row: "Pending") -> Properties:
-    """MQTT 5 properties of an event: the CloudEvents content type and the attributes a broker
-    or consumer may route on, mirrored as user properties (CloudEvents MQTT binding)."""
-    pairs = (("specversion", "1.0"), ("id", row.id), ("source", row.source), ("type", "linli." + row.type), ("seq", str(row.seq)))
-    body = _CT + b"".join(b"\x26" + _utf8(k) + _utf8(v) for k, v in pairs)
-    return _PackedProperties(_varint(len(body)) + body, "[UserProperty: %r]" % (pairs,))
+    """The same MQTT 5 properties as the default client's (:func:`linli.uplink_conn.event_properties`),
+    as paho Properties."""
+    return _PackedProperties(uplink_conn.event_properties(row).pack(), row)
 
 
 class Connection:
@@ -282,15 +264,7 @@ class Connection:
         self.window_free.set()
 
     def _early_close_error(self, reason) -> UplinkConnectError:
-        s = self.up.settings
-        detail = self.last_log or str(reason)
-        if s.tls and any(w in detail.lower() for w in ("ssl", "tls", "alert", "certificate")):
-            return UplinkTLSError(
-                "%s:%d closed the TLS connection before accepting it (%s): the broker wants a client certificate it trusts: check %s.cert_file and %s.key_file" % (s.host, s.port, detail, s.key, s.key)
-            )
-        err = UplinkConnectError("%s:%d closed the connection before CONNACK (%s)" % (s.host, s.port, detail))
-        err.before_connack = True  # what some 3.1.1-only brokers do to an MQTT 5 CONNECT
-        return err
+        return early_close_error(self.up.settings, self.last_log or str(reason))
 
     def _connect_blocking(self) -> None:
         """In an executor: the TCP connect and TLS handshake (paho then sends CONNECT)."""
