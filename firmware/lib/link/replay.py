@@ -65,8 +65,9 @@ def _read(path, fmt):
     return struct.unpack_from(fmt, rec, 0)
 
 
-def _write(path, data):
-    """Write ``data`` to ``PATH.tmp`` and rename it over ``path``.
+def write_atomic(path, data):
+    """Write ``data`` to ``PATH.tmp`` and rename it over ``path`` (node.flash offers it to the
+    rest of the firmware: one implementation).
 
     Rename is atomic on LittleFS and POSIX. FAT refuses to rename over an existing file: then
     the old file is removed first, and a reader that finds only ``PATH.tmp`` uses it.
@@ -137,7 +138,7 @@ class Window:
     def save(self, path):
         """Persist the window (temporary file + rename): a node keeps its downlink window across
         deep sleep, else an old downlink frame could be replayed to it after every wake."""
-        _write(path, _encode(">IQ", self.last, self.bitmap))
+        write_atomic(path, _encode(">IQ", self.last, self.bitmap))
 
     @classmethod
     def load(cls, path):
@@ -180,7 +181,7 @@ class Reservation:
             r = c + self.step
             if r > _COUNTER_MAX + 1:
                 r = _COUNTER_MAX + 1
-            _write(self.path, _encode(">Q", r))
+            write_atomic(self.path, _encode(">Q", r))
             self._reserved = r
         self._next = c + 1
         return c

@@ -1,21 +1,10 @@
 """Small-file helpers for flash (LittleFS on the board, a folder in the simulator)."""
 
-import os
-
-
-def write_atomic(path, data):
-    """Write ``data`` to ``PATH.tmp`` and rename it over ``path``: a reader sees the old file or
-    the new one, never half of one (rename is atomic on LittleFS and POSIX). On FAT, which
-    refuses to rename over a file, the old one is removed first and :func:`read` falls back to
-    the ``.tmp`` file."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        os.remove(path)
-        os.rename(tmp, path)
+# write_atomic(path, data): PATH.tmp renamed over path, so a reader sees the old file or the new
+# one, never half of one (rename is atomic on LittleFS and POSIX). On FAT, which refuses to
+# rename over a file, the old one is removed first and read() falls back to the .tmp file. The
+# link's counter files need it first, so it lives in link.replay (always loaded by the runtime).
+from link.replay import write_atomic  # noqa: F401
 
 
 def read(path):
