@@ -215,21 +215,29 @@ class Node(Upkeep):
 
     async def sleep(self, seconds):
         """Deep sleep for ``seconds``: flush the queue (up to ``sleep_flush_s``), send the
-        status frame and 'asleep T', disconnect, sleep. Does not return (the wake is a boot)."""
+        status frame and 'asleep T', disconnect, sleep. Does not return (the wake is a boot).
+        ``seconds`` may be a function, asked again after each flush: a command taken meanwhile
+        (bin.config's report_s) counts for this sleep, and the gateway gets a new status."""
         self.healthy()
         flush = self.cfg["sleep_flush_s"]
         await self.idle(flush)
         if not self.synced and self.link.up:  # a moment for the time sync: "until" needs it
             await self._synced.wait(self.cfg["ack_timeout_s"] * 1000)
-        until = self.time() + seconds if self.synced else 0
-        # "for" lets the gateway place the wake on its own clock when ours is not synced.
-        self.send(frame.STATUS, {"st": "asleep", "until": until, "for": seconds})
-        await self.idle(flush)
+        told = None
+        while True:
+            s = seconds() if callable(seconds) else seconds
+            if s == told:
+                break
+            told = s
+            until = self.time() + s if self.synced else 0
+            # "for" lets the gateway place the wake on its own clock when ours is not synced.
+            self.send(frame.STATUS, {"st": "asleep", "until": until, "for": s})
+            await self.idle(flush)
         await self.link.asleep(until)
         self._save_window()
         self.boot.save()
-        log("node", "deep sleep %d s (%d frames queued)", seconds, self.queue.live)
-        self.hal.deepsleep(int(seconds * 1000))
+        log("node", "deep sleep %d s (%d frames queued)", s, self.queue.live)
+        self.hal.deepsleep(int(s * 1000))
 
     # -- boot and the loop ----------------------------------------------------------------
 

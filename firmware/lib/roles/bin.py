@@ -234,7 +234,7 @@ class Bin(Role):
         # The link comes up now (link_later): the queued reports go out, commands come in.
         await node.idle(self.cfg.get("sleep_flush_s", 10))
         self._arm_wakes()
-        await node.sleep(self.sleep_s)
+        await node.sleep(lambda: self.sleep_s)  # asked after the flush: a bin.config may come
 
     def _core(self):
         from roles import bin_core

@@ -46,5 +46,6 @@ class FakeNode:
         return True
 
     async def sleep(self, seconds):
+        seconds = seconds() if callable(seconds) else seconds  # as node.runtime.Node.sleep
         print(json.dumps({"k": "sleep", "s": seconds}))
         self.hal.deepsleep(int(seconds * 1000))
