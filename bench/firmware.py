@@ -1,16 +1,27 @@
 """Firmware figures (issue 3): smallest heap per role, heap drift, .mpy sizes, awake time.
 
-Run: ``.venv/bin/python bench/firmware.py`` (about 5 minutes; needs the MicroPython unix
-port, mpy-cross and Mosquitto; ``--quick`` skips the heap search). Everything runs on the real
-unix port with firmware/ compiled to .mpy (in firmware/build/bench-mpy), on the simulated ESP32
-of :mod:`linli.simboard`. The last line holds every figure, e.g.
-``bin=52wK streetlight=58wK petscan=54wK goal_48wK=missed world_bin=4800 ... drift_bin=32 ...
-drift_goal_1KB=met mpy_total=77446 mpy_bin=44904 ... awake_ms=561 awake_ms_cpu=10``.
+Run: ``.venv/bin/python bench/firmware.py`` (about 10 minutes; needs the MicroPython unix
+port, mpy-cross and Mosquitto; ``--quick`` skips the heap search, ``--deploy romfs`` halves it).
+Everything runs on the real unix port with firmware/ compiled to .mpy (in
+firmware/build/bench-mpy), on the simulated ESP32 of :mod:`linli.simboard`. The last line holds
+every figure, e.g. ``romfs_bin=57592 bin=36wK bin_files=52wK ... goal_48wK=met
+goal_48wK_files=missed world_bin=4800 ... drift_bin=32 ... drift_goal_1KB=met mpy_total=77446
+mpy_bin=44904 ... awake_ms=561 awake_ms_cpu=10``.
 
 **1. Smallest heap per role** (``-X heapsize=NwK``: N K words, N KiB on a 32-bit ESP32, but see
 "Host and board" below; the sim's own heap is added on top, as in the tests: that includes the
 sim's stand-ins for an ESP32's built-in modules, ``machine``, ``time``, ``esp32``, ``onewire``
-and ``network``, loaded before the firmware starts). A role "completes a simulated day" when:
+and ``network``, loaded before the firmware starts). Two ways of deploying the same modules:
+
+* ``<role>=NwK``: as ``linli flash`` deploys a board that has a ROMFS partition: the role's
+  bundle image (``linli firmware build``'s ``romfs.img``, size ``romfs_<role>``) in the
+  partition, mounted on /rom, its .mpy files run in place; boot.py and main.py in the flash. The
+  sim holds the partition in the heap (a board maps it from flash): that is added on top too
+  (:func:`linli.simboard.runner.rom_heap`). The goal (``goal_48wK``) is judged on these.
+* ``<role>_files=NwK``: the .mpy files on the filesystem (a board without a partition), where
+  MicroPython copies each module's bytecode and constants into the heap at import.
+
+A role "completes a simulated day" when:
 
 * ``bin``: 24 wakes, one per simulated hour, each a whole boot (boot.py + main.py: config, HAL,
   runtime, bin role, MQTT link) talking to our own Mosquitto and a CPython gateway peer
@@ -30,7 +41,7 @@ and ``network``, loaded before the firmware starts). A role "completes a simulat
 
 In every case a ``MemoryError`` anywhere on the console (a task's crash, or the link logging
 "link down: MemoryError" and reconnecting) fails the size, even if the node recovered. N is
-bisected in steps of 2 between 40 and 96 (assuming more heap never hurts); a size passes only
+bisected in steps of 2 between 32 and 96 (assuming more heap never hurts); a size passes only
 if the whole day does. A node that ran out of heap often hangs rather than ends, so the console
 goes to a file watched while it runs and the run is stopped at the first MemoryError.
 
@@ -66,11 +77,12 @@ order of magnitude slower and writes flash slower, so take ``awake_ms_cpu`` as a
 
 **Host and board.** The unix port here has 8-byte words: pointers, object headers, dict and
 list slots take twice an ESP32's bytes, and ``NwK`` doubles the heap to match. What does not
-double is byte data: the bytecode of every loaded .mpy (copied into the heap unless frozen),
-string and bytes contents, ``bytearray`` buffers (the queue index alone is 5 KB). The host
-gives those twice the room they need on the board, so N here is a *floor* for the board: an
-ESP32 needs about N KiB plus half the byte data (a role bundle's .mpy is ~35 KB, so up to
-~15 KiB more), until the firmware is frozen into flash, where bytecode and qstrs cost no heap.
+double is byte data: string and bytes contents made at run time, ``bytearray`` buffers (the
+queue index alone is 5 KB) and, with files, the bytecode of every loaded .mpy. The host gives
+those twice the room they need on the board, so N here is a *floor* for the board: an ESP32
+needs about N KiB plus half the byte data. From ROMFS the bytecode and the .mpy's constants
+stay in flash, so that correction is a few KiB; from files it is up to ~15 KiB more (half a
+role's ~35 KB of loaded .mpy).
 """
 
 from __future__ import annotations
@@ -92,7 +104,7 @@ from linli.simboard.runner import heap_bytes  # noqa: E402
 from linli.simboard.build import FIRMWARE, FirmwareBuild, find_micropython, find_mpy_cross, probe  # noqa: E402
 
 BUILD = FIRMWARE / "build" / "bench-mpy"
-LO, HI, STEP = 40, 96, 2
+LO, HI, STEP = 32, 96, 2
 GOAL_WK = 48
 HOUR = 3600
 
@@ -324,14 +336,27 @@ def world_cost(board, world):
     return max(0, got[1] - got[0])
 
 
-def smallest_heap(name, trial, workdir, tools, build, extra=0):
+def fwbuild_bundle(role, work):
+    """The role's bundle as ``linli firmware build`` makes it (portable bytecode: the unix port
+    cannot load xtensawin code); its romfs.img is what ``linli flash`` puts in the partition."""
+    from linli import fwbuild
+
+    out = work / "bundles" / role
+    if not out.exists():
+        fwbuild.build(role, out, arch=None)
+    return out
+
+
+def smallest_heap(name, trial, workdir, tools, build, extra=0, rom=None):
     """Bisect N (steps of 2) for the smallest heap NwK (plus ``extra`` bytes: the world's
-    cost) where ``trial`` passes."""
+    cost) where ``trial`` passes; ``rom``: the firmware runs from this ROMFS image."""
     seq = [0]
 
     def ok(n):
         seq[0] += 1
         board = MicroPython(workdir / ("%s-%d-%d" % (name, n, seq[0])), tools, build)
+        if rom is not None:
+            board.flash_romfs(rom)
         try:
             t = time.monotonic()
             why = trial(board, heap_bytes("%dwK" % n) + extra)
@@ -575,8 +600,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="skip the heap search (1.)")
     ap.add_argument("--roles", default="bin,streetlight,petscan")
+    ap.add_argument("--deploy", default="romfs,files", help="how the modules are deployed: romfs (in place, "
+                    "the figures <role>=NwK), files (the figures <role>_files=NwK), or both")
     args = ap.parse_args()
     roles = args.roles.split(",")
+    deploys = args.deploy.split(",")
     mp, cross = find_micropython(), find_mpy_cross()
     if not mp or not cross or not find_mosquitto():
         print("missing tools: micropython=%s mpy-cross=%s mosquitto=%s" % (mp, cross, find_mosquitto()))
@@ -602,23 +630,28 @@ def main() -> None:
                 "streetlight": lambda b, h: streetlight_day(b, broker, h),
                 "petscan": lambda b, h: petscan_day(b, broker, h, (good, bad)),
             }
-            worlds_cost = {}
+            worlds_cost: dict = {}
             day_worlds = {"bin": bin_world(700), "streetlight": streetlight_world(), "petscan": petscan_world((good, bad))}
             for role in roles:
                 if args.quick:
                     continue
-                t = time.monotonic()
                 board = MicroPython(work / ("world-" + role), tools, build)
-                extra = world_cost(board, day_worlds[role])
+                extra = worlds_cost[role] = world_cost(board, day_worlds[role])
                 log("%s: the sim's world takes %d bytes of the heap: added to each trial's", role, extra)
-                n = smallest_heap(role, trials[role], work, tools, build, extra)
-                out[role] = "%dwK" % n if n else ">%dwK" % HI
-                worlds_cost[role] = extra
-                log("%s: smallest heap %s (%.0f s)", role, out[role], time.monotonic() - t)
+                rom = (fwbuild_bundle(role, work) / "romfs.img").read_bytes()
+                out["romfs_" + role] = len(rom)
+                for deploy in deploys:
+                    t = time.monotonic()
+                    key = role if deploy == "romfs" else "%s_%s" % (role, deploy)
+                    n = smallest_heap(key, trials[role], work, tools, build, extra, rom if deploy == "romfs" else None)
+                    out[key] = "%dwK" % n if n else ">%dwK" % HI
+                    log("%s (%s): smallest heap %s (%.0f s)", role, deploy, out[key], time.monotonic() - t)
             if not args.quick:
-                need = [int(v[:-2]) for v in (out[r] for r in roles) if v[0] != ">"]
-                met = len(need) == len(roles) and max(need) <= GOAL_WK
-                out["goal_%dwK" % GOAL_WK] = "met" if met else "missed"
+                for deploy in deploys:
+                    keys = [r if deploy == "romfs" else "%s_%s" % (r, deploy) for r in roles]
+                    need = [int(out[k][:-2]) for k in keys if out[k][0] != ">"]
+                    met = len(need) == len(roles) and max(need) <= GOAL_WK
+                    out["goal_%dwK%s" % (GOAL_WK, "" if deploy == "romfs" else "_" + deploy)] = "met" if met else "missed"
                 for role in roles:
                     out["world_" + role] = worlds_cost[role]
             # 2.

@@ -104,12 +104,15 @@ class SimNode:
         self.node, self.role = node, role
         self.key = os.urandom(32)
         self.board = MicroPython(root / node, tools, build)
+        # Deployed as linli flash deploys a board with a ROMFS partition: the modules run in
+        # place from it, and the node gets the heap goal of 48 K words.
+        self.board.flash_romfs(build.romfs())
         self.secrets = _node_secrets(node, role, self.key, port, **cfg)
         self.log = open(logs / ("%s.log" % node), "ab")
         self.proc = None
         self.wakes = 0
 
-    def start(self, world: dict, heap: str = "96wK") -> None:
+    def start(self, world: dict, heap: str = "48wK") -> None:
         self.proc = self.board.start(world=world, files={"secrets.json": self.secrets}, heap=heap, output=self.log)
 
     def running(self) -> bool:

@@ -7,11 +7,18 @@ Which modules: the import graph from ``main.py`` and the role's module (``roles.
 the runtime imports by name from its ``ROLES`` table), following every ``import`` in the tree,
 also the lazy ones inside functions, so a bin never carries the streetlight's code.
 
+The same modules also come as one ROMFS image (``romfs.img``, :mod:`linli.romfs`): on a board
+with a ROMFS partition they run in place from flash instead of being copied into the heap, which
+is how a node fits its heap goal (``bench/firmware.py``). ``linli flash`` writes the image there
+when the board has one, else the files.
+
 The manifest (``manifest.json``) is what ``linli flash`` uses to skip files whose hash already
 matches on the board and to verify each file after writing::
 
     {"role": "bin", "version": "0.1.0", "arch": "xtensawin", "mpy_cross": "...",
-     "files": [{"path": "lib/link/frame.mpy", "sha256": "...", "size": 1234}, ...]}
+     "files": [{"path": "lib/link/frame.mpy", "sha256": "...", "size": 1234}, ...],
+     "romfs": {"path": "romfs.img", "sha256": "...", "size": 40960,
+               "files": ["lib/link/frame.mpy", ...]}}
 
 >>> sorted(m for m in modules_for("bin") if m.startswith("roles."))[:3]
 ['roles.bin', 'roles.bin_core', 'roles.common']
@@ -28,11 +35,13 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional
 
+from linli import romfs
 from linli.errors import LinliError
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 ROLES = ("bin", "streetlight", "petscan")
 ENTRY_SCRIPTS = ("boot.py", "main.py")
+ROMFS_IMAGE = "romfs.img"
 
 
 class FirmwareBuildError(LinliError):
@@ -50,16 +59,24 @@ def _module_files(root: Path) -> dict[str, Path]:
     return out
 
 
-def _imports(path: Path) -> Iterable[str]:
+def _imports(path: Path, package: str = "") -> Iterable[str]:
+    """Modules ``path`` imports; ``package`` resolves relative ones ("from .errors import X")."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
                 yield a.name
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            yield node.module
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if not module:
+                continue
+            yield module
             for a in node.names:  # "from link import frame" imports the module link.frame
-                yield "%s.%s" % (node.module, a.name)
+                yield "%s.%s" % (module, a.name)
 
 
 def modules_for(role: str, root: Path = FIRMWARE) -> set[str]:
@@ -79,7 +96,8 @@ def modules_for(role: str, root: Path = FIRMWARE) -> set[str]:
         parts = name.split(".")
         for i in range(1, len(parts)):  # importing a.b runs a/__init__ first
             todo.append(".".join(parts[:i]))
-        todo += list(_imports(files[name]))
+        package = name if files[name].name == "__init__.py" else name.rpartition(".")[0]
+        todo += list(_imports(files[name], package))
     return seen
 
 
@@ -114,6 +132,9 @@ def build(role: str, out: Path, *, arch: Optional[str] = "xtensawin", root: Path
         if r.returncode != 0:
             raise FirmwareBuildError("mpy-cross failed on firmware/%s:\n%s%s" % (rel, r.stdout, r.stderr))
         entries.append(str(dest.relative_to(out)))
+    modules = sorted(p for p in entries if p.startswith("lib/"))
+    image = romfs.image_of(out, modules)
+    (out / ROMFS_IMAGE).write_bytes(image)
     ver = version or _firmware_version(root)
     tool = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
     manifest = {
@@ -122,6 +143,7 @@ def build(role: str, out: Path, *, arch: Optional[str] = "xtensawin", root: Path
         "arch": arch or "bytecode",
         "mpy_cross": tool,
         "files": [{"path": p, "sha256": hashlib.sha256((out / p).read_bytes()).hexdigest(), "size": (out / p).stat().st_size} for p in sorted(entries)],
+        "romfs": {"path": ROMFS_IMAGE, "sha256": hashlib.sha256(image).hexdigest(), "size": len(image), "files": modules},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -143,6 +165,11 @@ def verify(bundle: Path) -> list[str]:
         p = bundle / f["path"]
         if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != f["sha256"]:
             bad.append(f["path"])
+    rom = manifest.get("romfs")
+    if rom:
+        p = bundle / rom["path"]
+        if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != rom["sha256"]:
+            bad.append(rom["path"])
     return bad
 
 
@@ -163,7 +190,7 @@ def _main(args) -> int:
         for role in roles:
             m = build(role, args.out / role, arch=arch)
             size = sum(f["size"] for f in m["files"])
-            print("%-12s %3d files, %6d bytes -> %s" % (role, len(m["files"]), size, args.out / role))
+            print("%-12s %3d files, %6d bytes, ROMFS image %6d bytes -> %s" % (role, len(m["files"]), size, m["romfs"]["size"], args.out / role))
     except FirmwareBuildError as exc:
         print("linli firmware build: %s" % exc, file=sys.stderr)
         return 2

@@ -40,6 +40,19 @@ def node_config(**over) -> dict:
     return cfg
 
 
+# The heap a whole node gets in the tests: the issue's 64 K words with its modules loaded from
+# files, and the goal, 48 K words, when they run in place from a ROMFS partition (as ``linli
+# flash`` deploys them where the board has one; bench/firmware.py finds the smallest of each).
+NODE_HEAP = {"files": "64wK", "romfs": "48wK"}
+
+
+def deployed(mpy, how: str) -> str:
+    """Deploy the firmware on ``mpy`` as ``how`` ("files" | "romfs"); the heap to run it in."""
+    if how == "romfs":
+        mpy.flash_romfs(mpy.build.romfs())
+    return NODE_HEAP[how]
+
+
 def node_files(**over) -> dict:
     """``files=`` for mpy.start: secrets.json with the test config (config.json left out)."""
     return {"secrets.json": json.dumps(node_config(**over))}

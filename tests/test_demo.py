@@ -55,6 +55,9 @@ def test_demo_shows_every_node_story_and_exits_cleanly(tmp_path, micropython_too
             assert img[5:110, 5:225].max() < 40, "the masked windows must be black"
             assert img[5:110, 260:500].mean() > 60  # (and the rest of the frame is not)
     assert "garbage.pile.cleared" in r.stdout and "snapshots" in r.stdout
+    # The nodes ran from their ROMFS partitions in the 48 K-word heap goal, never short of it.
+    logs = {p.name: p.read_text(errors="replace") for p in (tmp_path / "demo" / "logs").glob("*.log")}
+    assert len(logs) == 4 and not [n for n, t in logs.items() if "MemoryError" in t], logs
 
 
 def test_demo_camera_scene_is_small_shipped_and_detected_as_the_demo_expects():

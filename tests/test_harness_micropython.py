@@ -81,6 +81,36 @@ def test_heap_limit_counts_words_as_on_a_32_bit_esp32(mpy):
     assert r.record["heap"]["sim"] > 0
 
 
+def test_a_romfs_partition_is_mounted_and_its_modules_run_from_it(mpy, tmp_path):
+    import subprocess
+
+    from linli.romfs import build_image
+
+    src = tmp_path / "blob.py"
+    src.write_text("X = 'x' * 3\ndef f():\n    return X + 'y'\n")
+    subprocess.run([mpy.tools.mpy_cross, "-o", str(tmp_path / "blob.mpy"), str(src)], check=True)
+    pad = bytes(range(256)) * 256  # 64 KiB of other files: the partition is the sim's, added on top
+    image = build_image({"lib/blob.mpy": (tmp_path / "blob.mpy").read_bytes(), "data.bin": pad})
+    probe = "import gc\ngc.collect()\nprint(gc.mem_free())\n"
+    free_without = int(run(mpy, probe, heap="48wK").expect_ok().stdout)
+    mpy.write_romfs(image)
+    r = run(mpy, probe + "import blob\nprint(blob.__file__, blob.f())\nimport link", heap="48wK")
+    free_with, loaded = r.stdout.split("\n", 1)
+    assert loaded.split() == ["/rom/lib/blob.mpy", "xxxy"], r.describe()
+    # The compiled firmware tree is off the path: the board's code is what its partition holds.
+    assert r.exception["type"] == "ImportError" and "link" in r.exception["message"]
+    # The firmware gets the heap it asked for, the partition's bytes aside (within 1 %).
+    assert abs(int(free_with) - free_without) < 0.01 * heap_bytes("48wK"), (free_with, free_without)
+
+
+def test_without_a_valid_romfs_image_the_board_boots_without_it(mpy):
+    mpy.write_romfs(b"not an image" * 10)
+    r = run(mpy, "import sys\nprint('/rom' in sys.path)\nimport link")
+    assert r.stdout.split() == ["False"] and r.exception["type"] == "ImportError", r.describe()
+    mpy.write_romfs(None)
+    assert run(mpy, "import link\nprint(link.__file__)").expect_ok().stdout.strip().endswith("lib/link/__init__.mpy")
+
+
 # -- runs: entry points, the end of a run, the flash -----------------------------------------
 
 def test_uncaught_exception_is_recorded(mpy):

@@ -234,18 +234,19 @@ def test_the_card_reader_line_wakes_the_bin_on_ext1_and_the_card_becomes_a_depos
 # -- the whole node: runtime + bin role over MQTT, a gateway peer -----------------------------
 
 @pytest.mark.mosquitto
-def test_bin_node_reports_takes_a_command_and_sleeps_until_the_next_wake(mpy, mosquitto_broker):
+@pytest.mark.parametrize("deploy", ["files", "romfs"])
+def test_bin_node_reports_takes_a_command_and_sleeps_until_the_next_wake(mpy, mosquitto_broker, deploy):
     """boot.py + main.py with role "bin": hello, the wake's telemetry (verified by the gateway's
     own link code), a bin.config command taken while awake, status "asleep until T", and the
     deep sleep the command asked for."""
-    from node_peer import NOW, MqttPeer, node_files, run_with
+    from node_peer import NOW, MqttPeer, deployed, node_files, run_with
 
     peer = MqttPeer(mosquitto_broker)
     world = wake_world()
     del world["time"], world["spi"]  # RTC from power-on; no card reader fitted (rfid false)
     files = node_files(broker_port=mosquitto_broker.port, bat_pin=35, report_s=300,
                        bin={"rfid": False, "cat": "recyclable"})
-    run = mpy.start(world=world, files=files)
+    run = mpy.start(world=world, files=files, heap=deployed(mpy, deploy))
     peer.wait(lambda p: p.new("hello"), what="hello")
     peer.command(7, "bin.config", {"report_s": 600})
     r = run_with(peer, run, timeout=30)
@@ -260,10 +261,36 @@ def test_bin_node_reports_takes_a_command_and_sleeps_until_the_next_wake(mpy, mo
     # The DS18B20 read through the real HAL's 1-Wire bus; the lid pin armed as a wake source.
     assert tele[0]["temp"] == 21.5, peer.summary()
     assert r.record["wake"]["ext0"]["pins"] == [27] and r.record["wake"]["ext0"]["level"] == 1
-    # What was left of the 64 KiB heap with the whole node and the bin role running.
+    # What was left of the heap with the whole node and the bin role running.
     health = [s.body for s in peer.new("telemetry") if "heap" in s.body]
     print("bin node: free heap at the health report %s bytes (64-bit host)" % [h["heap"] for h in health])
     assert json.loads((mpy.flash / "bin.cfg").read_text()) == {"report_s": 600}
+
+
+@pytest.mark.mosquitto
+def test_a_bin_config_taken_while_the_node_says_asleep_counts_for_this_sleep(mpy, mosquitto_broker):
+    """The gateway's command reaches the node after its first "asleep" status (sent before the
+    status is acked, so it is taken during the flush): the new report_s sets this very sleep,
+    and the gateway gets a second status saying so."""
+    from node_peer import NOW, MqttPeer, deployed, node_files, run_with
+
+    class Late(MqttPeer):
+        def received(self, r):
+            if r.ok and r.frame.body.get("st") == "asleep" and not self.new("status"):
+                self.command(9, "bin.config", {"report_s": 900})  # ahead of this status's ack
+            return super().received(r)
+
+    peer = Late(mosquitto_broker)
+    world = wake_world()
+    del world["time"], world["spi"]
+    files = node_files(broker_port=mosquitto_broker.port, bat_pin=35, report_s=300,
+                       bin={"rfid": False, "cat": "recyclable"})
+    r = run_with(peer, mpy.start(world=world, files=files, heap=deployed(mpy, "romfs")), timeout=30)
+    assert r.end == "deepsleep", r.describe() + peer.summary()
+    assert [s.body for s in peer.new("command_result")] == [{"id": 9, "ok": True}], peer.summary()
+    told = [(s.body["for"], s.body["until"] - NOW) for s in peer.new("status")]
+    assert [t[0] for t in told] == [300, 900] and 900 <= told[1][1] <= 960, told
+    assert r.deepsleep_ms == 900 * 1000
 
 
 _RELEASE_PROBE = """

@@ -179,17 +179,19 @@ def test_petscan_glue_offline_shows_queued_at_once(mpy, helpers):
 # -- the whole node: runtime + petscan role over MQTT, the gateway answering -----------------
 
 @pytest.mark.mosquitto
-def test_petscan_node_shows_the_gateways_answer_within_500_ms(mpy, mosquitto_broker):
-    """boot.py + main.py with role "petscan" on a 64 KiB heap: a tag scanned once the link is
+@pytest.mark.parametrize("deploy", ["files", "romfs"])
+def test_petscan_node_shows_the_gateways_answer_within_500_ms(mpy, mosquitto_broker, deploy):
+    """boot.py + main.py with role "petscan" (heap: node_peer.NODE_HEAP): a tag scanned once the link is
     up goes to the gateway peer (verified with the gateway's link code), which answers with
     pet.status as linli.ingest does; the LED turns green before the 500 ms deadline (no queued
     indication in between). Then the fouling button."""
     from linli.link import Role
-    from node_peer import MqttPeer, node_files, run_with
+    from node_peer import MqttPeer, deployed, node_files, run_with
 
     peer = MqttPeer(mosquitto_broker, role=Role.PETSCAN)
     world = {"uart": {1: {"schedule": [(2500, GOOD + "\r")]}}, "pins": {33: [(0, 1), (4000, 0), (4200, 1)]}}
-    run = mpy.start(world=world, files=node_files(broker_port=mosquitto_broker.port, role="petscan"))
+    run = mpy.start(world=world, files=node_files(broker_port=mosquitto_broker.port, role="petscan"),
+                    heap=deployed(mpy, deploy))
     answered = []
 
     def answer(p):

@@ -195,15 +195,13 @@ def test_the_days_energy_survives_a_reboot(mpy, helpers):
 
 # -- the whole node: runtime + streetlight role over MQTT ------------------------------------
 
-# The whole streetlight node (runtime, role, four drivers, MQTT) under the 64 K words,
-# as the other node tests (bench/firmware.py finds the smallest heap it needs).
-SL_NODE_HEAP = "64wK"
-
-
+# The whole streetlight node (runtime, role, four drivers, MQTT), in the heap node_peer.NODE_HEAP
+# gives each way of deploying it (bench/firmware.py finds the smallest heap it needs).
 @pytest.mark.mosquitto
-def test_streetlight_node_lights_reports_a_fault_and_takes_commands(mpy, mosquitto_broker):
+@pytest.mark.parametrize("deploy", ["files", "romfs"])
+def test_streetlight_node_lights_reports_a_fault_and_takes_commands(mpy, mosquitto_broker, deploy):
     from linli.link import Flag, Role
-    from node_peer import MqttPeer, node_files, run_with
+    from node_peer import MqttPeer, deployed, node_files, run_with
 
     peer = MqttPeer(mosquitto_broker, role=Role.STREETLIGHT)
     world = {
@@ -212,7 +210,7 @@ def test_streetlight_node_lights_reports_a_fault_and_takes_commands(mpy, mosquit
     }
     files = node_files(broker_port=mosquitto_broker.port, role="streetlight",
                        streetlight={"profile": [[0, 40]], "ina_pv": None, "tick_ms": 200, "settle_s": 1, "fault_s": 1})
-    run = mpy.start(world=world, files=files, heap=SL_NODE_HEAP)
+    run = mpy.start(world=world, files=files, heap=deployed(mpy, deploy))
     peer.wait(lambda p: [s for s in p.new("event") if s.body.get("ev") == "lamp_fault"], timeout=15, what="lamp_fault")
     peer.command(3, "lamp.mode", {"mode": "off"})
     peer.command(4, "lamp.level", {"level": 300})

@@ -118,6 +118,12 @@ class FirmwareBuild:
     def lib(self) -> Path:
         return self.out / "lib"
 
+    def romfs(self) -> bytes:
+        """A ROMFS image of the compiled ``lib/`` (mounted on /rom, the modules are in /rom/lib)."""
+        from linli.romfs import image_of
+
+        return image_of(self.out, sorted(p.relative_to(self.out).as_posix() for p in self.lib.rglob("*.mpy")))
+
     def sources(self) -> list[Path]:
         build = self.source / "build"
         return sorted(p for p in self.source.rglob("*.py") if build not in p.parents)

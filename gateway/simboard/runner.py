@@ -22,6 +22,12 @@ The heap: ``heap="64wK"`` means 64 K words, so 64 KiB as on a 32-bit ESP32 (``w`
 host's word size). The heap the sim needs for itself is measured once and added on top, because
 on an ESP32 ``machine`` costs no heap.
 
+A ROMFS partition: ``mpy.write_romfs(image)`` gives the board one (``sim/romfs.img``, kept like the
+flash). Its runs then mount it on ``/rom`` as MicroPython does at start-up, with ``/rom`` and
+``/rom/lib`` on the path instead of the compiled tree, so the firmware's modules run in place from
+it. An ESP32 maps the partition from flash; the sim holds it in one bytearray, whose heap
+(:func:`rom_heap`) is added on top like the sim's own.
+
 The world (what the firmware's hardware sees; bytes may be ``bytes``, ``str`` or lists of ints;
 a *schedule* is a list of ``(at_ms, value)`` pairs, in ms since the start of the run)::
 
@@ -94,6 +100,15 @@ def heap_bytes(heap: str | int) -> int:
     words = s.endswith("w")
     n = int(s[:-1] if words else s) * mult
     return n * struct.calcsize("P") // 4 if words else n
+
+
+def rom_heap(size: int) -> int:
+    """Heap (bytes, this host) a ``bytearray(size)`` takes with the GC's tables for it: what the
+    sim adds for a ROMFS partition it holds in the heap (a board maps it from flash instead)."""
+    block = 4 * struct.calcsize("P")  # MICROPY_BYTES_PER_GC_BLOCK
+    used = (-(-size // block) + 1) * block  # the buffer, and the bytearray object
+    # Each 4 blocks of pool cost 1 byte of allocation table and half a byte of finaliser table.
+    return -(-used * (8 * block + 3) // (8 * block)) + block
 
 
 def _jsonable(v: Any, fds: list[int]) -> Any:
@@ -313,7 +328,9 @@ class MicroPython:
 
     def path(self, compiled: bool = True, extra_path=()) -> list[str]:
         """The MICROPYPATH entries of a run."""
-        if compiled:
+        if self.rom.exists():
+            fw = []  # the board's code is in its ROMFS partition (mounted by the sim)
+        elif compiled:
             if self.build is None:
                 raise RuntimeError("compiled=True needs the firmware_build fixture")
             fw = [str(self.build.lib), str(self.build.out)]
@@ -321,6 +338,26 @@ class MicroPython:
             src = self.build.source if self.build else FIRMWARE
             fw = [str(src / "lib"), str(src)]
         return [str(SIM), *map(str, extra_path), "", *fw, ".frozen", str(self.flash / "lib")]
+
+    @property
+    def rom(self) -> Path:
+        """The board's ROMFS partition (absent: the board has none)."""
+        return self.state / "romfs.img"
+
+    def write_romfs(self, image: bytes | None) -> None:
+        """Give the board a ROMFS partition holding ``image`` (``None``: no partition)."""
+        if image is None:
+            self.rom.unlink(missing_ok=True)
+        else:
+            self.rom.write_bytes(image)
+
+    def flash_romfs(self, image: bytes) -> None:
+        """Leave the board as ``linli flash`` leaves one with a ROMFS partition: the modules in
+        ``image``, and boot.py and main.py (source: MicroPython runs them by name) in the flash."""
+        self.write_romfs(image)
+        src = self.build.source if self.build else FIRMWARE
+        for script in ("boot.py", "main.py"):
+            shutil.copyfile(src / script, self.flash / script)
 
     def start(
         self, code: str | None = None, *, main: str | None = None, world: dict | None = None,
@@ -355,7 +392,7 @@ class MicroPython:
         else:
             args = ["board"]
         env = dict(os.environ, MICROPYPATH=":".join(self.path(compiled, extra_path)), TZ="UTC")
-        size = heap_bytes(heap) + self.tools.sim_heap
+        size = heap_bytes(heap) + self.tools.sim_heap + (rom_heap(self.rom.stat().st_size) if self.rom.exists() else 0)
         proc = subprocess.Popen(
             [self.tools.micropython, "-X", "heapsize=%d" % size, str(RUNNER), str(self.state), *args],
             cwd=self.flash, env=env, stdin=subprocess.DEVNULL, stdout=output or subprocess.PIPE,

@@ -61,8 +61,33 @@ def setup(state_dir):
     if cause == PWRON:
         state["rtc_memory"] = ""
     _log = open(_dir + "/events.jsonl", "w")
+    _mount_rom()
     emit("boot", cause, wake_reason())
     gc.collect()
+
+
+_rom = None  # the ROMFS partition's bytes (kept: mounted code runs from them)
+
+
+def _mount_rom():
+    # The board's ROMFS partition is STATE_DIR/romfs.img. MicroPython mounts one at start-up on
+    # /rom and adds /rom and /rom/lib to sys.path; a missing or invalid image is skipped, as there.
+    # On an ESP32 it is memory-mapped flash; here it is one bytearray, read before the heap mark
+    # (the sim's part, which the harness adds on top: see linli.simboard.runner.rom_heap).
+    global _rom
+    import os
+    import vfs
+
+    try:
+        buf = bytearray(os.stat(_dir + "/romfs.img")[6])
+        with open(_dir + "/romfs.img", "rb") as f:
+            f.readinto(buf)
+        vfs.mount(vfs.VfsRom(buf), "/rom")
+    except OSError:
+        return
+    _rom = buf
+    i = sys.path.index(".frozen") + 1 if ".frozen" in sys.path else len(sys.path)
+    sys.path[i:i] = ["/rom", "/rom/lib"]
 
 
 _CAUSES = {
