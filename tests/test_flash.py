@@ -17,7 +17,7 @@ import serial
 
 from linli.cli import main as linli
 from linli.flash import job as jobs
-from linli.flash.deploy import MANIFEST, deploy
+from linli.flash.deploy import MANIFEST, board_manifest, deploy
 from linli.flash.device import Device
 from linli.flash.errors import WriteFailed
 from linli.flash.provision import Network, Registry, fingerprint
@@ -66,12 +66,18 @@ def manifest_of(folder: Path) -> dict:
     return json.loads((folder / MANIFEST).read_text())
 
 
-def assert_complete(flash: Path, bundle: Path) -> None:
-    """Every bundle file on the board with its manifest hash, the manifest itself, no temp files."""
+def assert_complete(flash: Path, bundle: Path, mode: str = "files") -> None:
+    """Every file the mode puts on the filesystem with its manifest hash (in ROMFS mode: no module),
+    the board's manifest saying how it was deployed, no temp files."""
     m = manifest_of(bundle)
+    inside = set(m["romfs"]["files"]) if mode == "romfs" else set()
     for f in m["files"]:
-        assert hashlib.sha256((flash / f["path"]).read_bytes()).hexdigest() == f["sha256"], f["path"]
-    assert (flash / MANIFEST).read_bytes() == (bundle / MANIFEST).read_bytes()
+        if f["path"] in inside:
+            assert not (flash / f["path"]).exists(), f["path"]
+        else:
+            assert hashlib.sha256((flash / f["path"]).read_bytes()).hexdigest() == f["sha256"], f["path"]
+    assert (flash / MANIFEST).read_bytes() == board_manifest(m, mode)
+    assert manifest_of(flash)["deploy"] == mode
     assert not list(flash.rglob("*.tmp")) and not (flash / "manifest.old.json").exists()
 
 
@@ -262,6 +268,10 @@ def test_dry_run_touches_nothing(tmp_path, boards, bundle, capsys):
     assert "nothing is touched" in out and "esp32-devkitc" in out and "trig:5" in out
     assert "wifi_password=***" in out and "pw" not in out.replace("wifi_password", "")
     assert "key store %s" % (tmp_path / "keys.db") in out
+    kib = manifest_of(bundle)["romfs"]["size"] / 1024
+    assert "auto: the %.1f KiB ROMFS image into the board's ROMFS partition if it has one big enough" % kib in out
+    assert linli(args(board.device, bundle, tmp_path, "bin-0042", "--dry-run", "--deploy", "files")) == 0
+    assert "--deploy files: every file on the filesystem" in capsys.readouterr().out and board.files() == {}
 
 
 def test_keys_kept_renewed_and_conflicts(tmp_path, boards, bundle, capsys):
@@ -303,6 +313,7 @@ def test_batch_with_one_bad_row(tmp_path, boards, bundle, serial_pty, capsys):
     assert_complete(b.flash, bundle)
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("bin-01")}
     assert " ok " in rows["bin-0101"] and " ok " in rows["bin-0103"]
+    assert rows["bin-0101"].split()[3] == "files"  # no ROMFS partition on these boards
     assert "FAILED" in rows["bin-0102"] and "nothing answers" in rows["bin-0102"]
     assert "2 of 3 node(s) done" in out
     # The export file holds both keys; the gateway imports it.

@@ -2,7 +2,9 @@
 
 The board is MicroPython's unix port behind a pty (tests/harness/unixboard.py); after the flash
 the same flash folder boots on the simulated ESP32 with nothing but its own files on the path,
-against a gateway whose key store `linli flash` wrote to.
+against a gateway whose key store `linli flash` wrote to. With a ROMFS partition the node's
+modules come from the image `linli flash` wrote into it (the sim mounts it on /rom, as
+MicroPython does): the flash folder then holds no module at all.
 """
 
 from __future__ import annotations
@@ -33,20 +35,30 @@ def bytecode_bundle(tmp_path_factory, micropython_tools):
     return out
 
 
-def test_flashed_node_boots_and_its_first_frame_is_accepted(tmp_path, mosquitto_factory, micropython_tools, bytecode_bundle):
+@pytest.mark.parametrize("deploy", ["files", "romfs"])
+def test_flashed_node_boots_and_its_first_frame_is_accepted(tmp_path, mosquitto_factory, micropython_tools, bytecode_bundle, deploy):
     local = mosquitto_factory()
     data = tmp_path / "gw"
     keys = data / "keys.db"
-    board = UnixBoard(tmp_path / "board", micropython_tools.micropython).start()
+    board = UnixBoard(tmp_path / "board", micropython_tools.micropython,
+                      romfs=131072 if deploy == "romfs" else None).start()
     try:
         rc = linli(["flash", "--port", board.device, "--board", "esp32-devkitc", "--role", "bin", "--site", "test-site",
                     "--node-id", "bin-0077", "--bundle", str(bytecode_bundle), "--gateway", "127.0.0.1:%d" % local.port,
-                    "--wifi-ssid", "linli", "--wifi-password", "pw", "--keystore", str(keys), "--report-s", "30"])
+                    "--wifi-ssid", "linli", "--wifi-password", "pw", "--keystore", str(keys), "--report-s", "30",
+                    "--deploy", deploy])
         assert rc == 0
     finally:
         board.kill()
     secrets = json.loads((board.flash / "secrets.json").read_text())
     assert secrets["node_id"] == "bin-0077" and secrets["broker_host"] == "127.0.0.1"
+    modules = sorted(p.relative_to(board.flash).as_posix() for p in board.flash.rglob("*.mpy"))
+    rom = json.loads((bytecode_bundle / "manifest.json").read_text())["romfs"]
+    if deploy == "romfs":  # nothing to import from the flash folder: the node runs from /rom
+        assert modules == [] and not (board.flash / "lib").exists()
+        assert board.rom.read_bytes()[:rom["size"]] == (bytecode_bundle / rom["path"]).read_bytes()
+    else:
+        assert modules == rom["files"] and not board.rom.exists()
 
     cfg = Config.from_text(gateway_toml(data, local), "gateway.toml")
     gw = GatewayThread(cfg).start()

@@ -148,6 +148,23 @@ def test_a_bad_batch_row_does_not_stop_the_tray(tmp_path, monkeypatch, capsys):
     assert "report_s=60" in out and "2 of 3 node(s) done" in out
 
 
+def test_the_deploy_mode_in_plans_and_batch_rows(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LINLI_CACHE", str(tmp_path / "cache"))
+    assert linli(base_args(tmp_path, "--dry-run", "--deploy", "romfs")) == 0
+    out = capsys.readouterr().out
+    assert "--deploy romfs: the ROMFS image into the board's ROMFS partition" in out
+    assert "a board without a partition big enough is refused" in out
+    plan = tmp_path / "tray.csv"
+    plan.write_text("port,board,role,site,node_id,deploy\n"
+                    "/dev/ttyUSB0,esp32-devkitc,bin,dong-3,bin-0001,files\n"
+                    "/dev/ttyUSB1,esp32-devkitc,bin,dong-3,bin-0002,rom\n")
+    rc = linli(["flash", "--batch", str(plan), "--gateway", "192.168.4.1", "--wifi-ssid", "linli",
+                "--export", str(tmp_path / "k.txt"), "--dry-run"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "--deploy files: every file on the filesystem" in out
+    assert "%s line 3: deploy 'rom': use one of auto, romfs, files" % plan in err
+
+
 # -- provisioning and keys ------------------------------------------------------------------
 
 def test_node_files_follow_the_board_profile():

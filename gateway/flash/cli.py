@@ -20,13 +20,14 @@ from typing import Optional
 
 from linli.flash import job as jobs
 from linli.flash import ports, provision
+from linli.flash.deploy import MODES
 from linli.flash.errors import FlashError, PlanError
 from linli.flash.provision import Network, Registry
 
 ROLES = ("bin", "streetlight", "petscan")
 REQUIRED = ("board", "role", "site", "node_id")
 BATCH_COLUMNS = ("port", "board", "role", "site", "node_id", "firmware", "gateway", "wifi_ssid", "transport",
-                 "report_s", "health_s", "new_key")
+                 "report_s", "health_s", "new_key", "deploy")
 SECRETS_KEYS = ("wifi_ssid", "wifi_password", "broker_password", "gateway")
 
 
@@ -42,6 +43,10 @@ def register(sub) -> None:
     p.add_argument("--firmware", type=Path, metavar="IMAGE", help="write this MicroPython image with esptool first")
     p.add_argument("--erase", action="store_true", help="with --firmware: erase the whole flash first")
     p.add_argument("--bundle", type=Path, help="a `linli firmware build` folder (default: built and cached)")
+    p.add_argument("--deploy", choices=MODES, default="auto",
+                   help="romfs: the modules as one image in the board's ROMFS partition (they run in place: less "
+                        "heap); files: every file on the filesystem; auto (default): romfs when the board has a "
+                        "partition big enough, else files")
     p.add_argument("--gateway", metavar="HOST[:PORT]", help="the gateway's MQTT broker")
     p.add_argument("--wifi-ssid", dest="wifi_ssid")
     p.add_argument("--wifi-password", dest="wifi_password", help="(or $LINLI_WIFI_PASSWORD, or --secrets)")
@@ -176,12 +181,16 @@ def _job(args, base: dict, row: dict, where: str = "command line") -> jobs.Job:
                   wifi_password=base.get("wifi_password", ""), broker_password=base.get("broker_password", ""),
                   transport=transport)
     new_key = str(row.get("new_key", "")).strip().lower() in ("1", "yes", "true", "y") or args.new_key
+    mode = get("deploy") or "auto"
+    if mode not in MODES:
+        raise PlanError(where, "deploy %r: use one of %s" % (mode, ", ".join(MODES)))
     firmware = get("firmware")
     return jobs.Job(
         board=get("board"), role=role, site=get("site"), node_id=get("node_id"), port=get("port"),
         firmware=Path(firmware) if firmware else None, erase=args.erase, bundle=args.bundle, net=net,
         report_s=_int(get("report_s"), "report_s", where), health_s=_int(get("health_s"), "health_s", where),
         new_key=new_key, yes=args.yes, reset=args.reset, baud=args.baud, tries=args.tries, answer_s=args.answer_s,
+        deploy_mode=mode,
     )
 
 
@@ -237,15 +246,17 @@ def _batch(args, base: dict, registry: Registry) -> int:
 
 def batch_table(results) -> list[str]:
     """The tray's summary: one line per node."""
-    out = ["", "%-16s %-22s %-7s %7s %7s  %-8s  %s" % ("node", "port", "result", "written", "same", "key", "error / next")]
+    row = "%-16s %-22s %-7s %-6s %7s %7s  %-8s  %s"
+    out = ["", row % ("node", "port", "result", "deploy", "written", "same", "key", "error / next")]
     for node, port, ok, r in results:
         if ok and r is not None:
-            out.append("%-16s %-22s %-7s %7d %7d  %-8s  %s" % (node, port, "ok", len(r.deploy.written) + len(r.config_written),
-                                                             len(r.deploy.skipped) + len(r.config_skipped), r.key_fp, ""))
+            d = r.deploy
+            out.append(row % (node, port, "ok", d.mode, len(d.written) + len(r.config_written) + bool(d.image_bytes),
+                              len(d.skipped) + len(r.config_skipped), r.key_fp, ""))
         elif ok:
-            out.append("%-16s %-22s %-7s %7s %7s  %-8s  %s" % (node, port, "planned", "-", "-", "-", ""))
+            out.append(row % (node, port, "planned", "-", "-", "-", "-", ""))
         else:
-            out.append("%-16s %-22s %-7s %7s %7s  %-8s  %s" % (node, port, "FAILED", "-", "-", "-", r))
+            out.append(row % (node, port, "FAILED", "-", "-", "-", "-", r))
     failed = sum(1 for _, _, ok, _ in results if not ok)
     out.append("%d of %d node(s) done%s" % (len(results) - failed, len(results),
                                             "; fix the failed ones and run the same batch again (done ones are skipped quickly)" if failed else ""))

@@ -2,18 +2,27 @@
 
 The order matters:
 
-1. hash what the board has (one snippet for every file) and skip files that already match;
+1. hash what the board has (one snippet for every file, and its ROMFS partition) and skip what
+   already matches;
 2. check the free space for what is left to write (a temporary copy included);
 3. set the board's ``manifest.json`` aside as ``manifest.old.json``: from here on the board
    says "incomplete" (no manifest), and the old list still names files to clean up;
-4. remove files of the old bundle(s) that the new one does not have;
-5. write each changed file under a temporary name, check its hash on the board, rename it;
-6. hash every file of the bundle once more, then write ``manifest.json`` last and drop the old one.
+4. remove files of the old bundle(s) that the new one does not have on the filesystem;
+5. write the ROMFS image into the partition (ROMFS mode) or erase an old one (files mode);
+6. write each changed file under a temporary name, check its hash on the board, rename it;
+7. hash every file of the bundle once more, then write ``manifest.json`` last and drop the old one.
 
-A board whose ``manifest.json`` is present and whose files match it holds a complete deploy.
+Two modes (``mode``): ``romfs`` puts the bundle's ``lib/`` modules into the board's ROMFS
+partition as one image (mounted on /rom, they run in place: the heap a node needs drops by a
+third, docs/flashing.md) and only ``boot.py`` and ``main.py`` on the filesystem; ``files`` puts
+every file on the filesystem. ``auto`` (the default) is ``romfs`` when the board has a partition
+big enough, else ``files``. The board's ``manifest.json`` says which (``"deploy"``) and lists
+what its filesystem holds; a board whose ``manifest.json`` is present and whose files (and image)
+match it holds a complete deploy.
 
     result = deploy(dev, Path("bundles/bin"), progress=bar.advance)
-    result.written, result.skipped        # ['lib/node/runtime.mpy'], ['boot.py', ...]
+    result.mode, result.image_bytes       # 'romfs', 57592
+    result.written, result.skipped        # ['main.py'], ['boot.py']
 """
 
 from __future__ import annotations
@@ -24,11 +33,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from linli.flash.device import Device, sha256
-from linli.flash.errors import FlashFull, WriteFailed
+from linli.flash.errors import FlashFull, NoRomfs, WriteFailed
 
 MANIFEST = "manifest.json"
 OLD_MANIFEST = "manifest.old.json"
+MODES = ("auto", "romfs", "files")
 _MARGIN_BLOCKS = 2
+GET_A_PARTITION = ("write a MicroPython image (1.25 or later) whose partition table has a romfs partition (built with "
+                   "ports/esp32/partitions-4MiB-romfs.csv: 128 KiB) with --firmware IMAGE, or use --deploy files "
+                   "(the node then needs more heap: docs/flashing.md)")
 
 
 @dataclass
@@ -38,6 +51,10 @@ class DeployResult:
     removed: list[str] = field(default_factory=list)
     bytes_written: int = 0
     version: str = "?"
+    mode: str = "files"  # "romfs": the modules are in the ROMFS partition; "files": on the filesystem
+    why: str = ""  # why that mode, for the summary
+    image_bytes: int = 0  # ROMFS image bytes written (0: the partition held it already)
+    rom_erased: bool = False  # files mode: an old image was erased (its modules would shadow the files)
 
 
 def _blocks(size: Optional[int], block: int) -> int:
@@ -60,29 +77,87 @@ def plan_bytes(bundle: Path) -> tuple[int, int]:
     return len(files), sum(f["size"] for f in files)
 
 
-def deploy(dev: Device, bundle: Path, *, progress: Optional[Callable[[int], object]] = None,
+def choose_mode(mode: str, manifest: dict, partition: Optional[tuple[int, int]],
+                port: Optional[str] = None) -> tuple[str, str]:
+    """("romfs" or "files", why) for ``--deploy mode``; NoRomfs when ``romfs`` cannot be.
+
+    >>> m = {"romfs": {"size": 57592}}
+    >>> choose_mode("auto", m, (131072, 131072))
+    ('romfs', 'the board has a 128 KiB ROMFS partition')
+    >>> choose_mode("auto", m, None)
+    ('files', 'the board has no ROMFS partition')
+    """
+    rom = manifest.get("romfs")
+    if mode == "files":
+        return "files", "--deploy files"
+    if not rom:
+        if mode == "romfs":
+            raise NoRomfs(port, "the bundle has no ROMFS image (built by an older linli): rebuild it with "
+                                "`linli firmware build`, or use --deploy files")
+        return "files", "the bundle has no ROMFS image"
+    if partition is None:
+        why = "the board has no ROMFS partition"
+    elif partition[0] < rom["size"]:
+        why = "the board's ROMFS partition (%.1f KiB) is smaller than the image (%.1f KiB)" % (
+            partition[0] / 1024, rom["size"] / 1024)
+    else:
+        return "romfs", "the board has a %d KiB ROMFS partition" % (partition[0] // 1024)
+    if mode == "romfs":
+        raise NoRomfs(port, "--deploy romfs, but %s: %s" % (why, GET_A_PARTITION))
+    return "files", why
+
+
+def board_manifest(manifest: dict, mode: str) -> bytes:
+    """The ``manifest.json`` the board gets: the bundle's, saying how it was deployed, with only
+    what its filesystem holds under ``files`` (in ROMFS mode the modules are in the image)."""
+    m = dict(manifest, deploy=mode)
+    if mode == "romfs":
+        inside = set(manifest["romfs"]["files"])
+        m["files"] = [f for f in manifest["files"] if f["path"] not in inside]
+    else:
+        m.pop("romfs", None)
+    return (json.dumps(m, indent=1) + "\n").encode()
+
+
+def deploy(dev: Device, bundle: Path, *, mode: str = "auto", progress: Optional[Callable[[int], object]] = None,
            on_file: Optional[Callable[[int, str], None]] = None) -> DeployResult:
-    """Deploy ``bundle`` (a ``linli firmware build`` folder) to ``dev``.
+    """Deploy ``bundle`` (a ``linli firmware build`` folder) to ``dev`` (``mode``: see above).
 
     ``progress(total_bytes)`` makes a bar (``advance(nbytes, note)``, ``done()``, as
     :class:`~linli.flash.progress.Progress`) when there is something to write;
     ``on_file(i, path)`` is called after each file is in place (tests pull the plug there).
     """
-    manifest_bytes = (bundle / MANIFEST).read_bytes()
-    manifest = json.loads(manifest_bytes)
-    want = {f["path"]: f for f in manifest["files"]}
+    manifest = json.loads((bundle / MANIFEST).read_bytes())
     res = DeployResult(version=manifest.get("version", "?"))
+    if mode not in MODES:
+        raise ValueError("mode must be one of %s, not %r" % (", ".join(MODES), mode))
+    partition = dev.rom_partition()  # in files mode too: an old image in it must go
+    res.mode, res.why = choose_mode(mode, manifest, partition, dev.port)
+    rom = manifest["romfs"] if res.mode == "romfs" else None
+    in_rom = set(rom["files"]) if rom else set()
+    want = {f["path"]: f for f in manifest["files"] if f["path"] not in in_rom}
+    manifest_bytes = board_manifest(manifest, res.mode)
 
     old = _listed(dev.read(MANIFEST)) | _listed(dev.read(OLD_MANIFEST))
-    stale = sorted(old - set(want) - {MANIFEST, OLD_MANIFEST})
+    # In ROMFS mode the bundle's modules must not stay on the filesystem: they waste space, and
+    # an old copy in /lib could be imported instead if the image were ever missing.
+    stale = sorted((old | in_rom) - set(want) - {MANIFEST, OLD_MANIFEST})
     # Temporary files an interrupted write may have left.
     dev.remove([p + ".tmp" for p in sorted(set(want) | set(stale) | {MANIFEST, OLD_MANIFEST})])
     have = dev.hashes(list(want) + stale + [MANIFEST, OLD_MANIFEST])
     todo = [p for p in want if have[p][0] != want[p]["sha256"]]
     stale = [p for p in stale if have[p][0] is not None]
     res.skipped = [p for p in want if p not in todo]
+    if rom:
+        image = (bundle / rom["path"]).read_bytes()
+        if sha256(image) != rom["sha256"]:
+            raise WriteFailed(None, "%s in %s changed since the bundle was built: rebuild it" % (rom["path"], bundle))
+        rom_todo = dev.rom_hash(len(image)) != rom["sha256"]
+    else:
+        # MicroPython puts /rom/lib before /lib on sys.path: an old image would shadow the files.
+        image, rom_todo = None, partition is not None and dev.rom_has_image()
     complete = have[MANIFEST][0] == sha256(manifest_bytes) and have[OLD_MANIFEST][0] is None
-    if not todo and not stale and complete:
+    if not todo and not stale and not rom_todo and complete:
         return res
 
     free, block = dev.free_bytes()
@@ -95,7 +170,7 @@ def deploy(dev: Device, bundle: Path, *, progress: Optional[Callable[[int], obje
                                   "other files (mpremote rm), erase it (--firmware IMAGE --erase) or use a board "
                                   "with more flash" % (manifest.get("role", "?"), need / 1024, free / 1024))
 
-    # From here the board has no manifest: "incomplete" until step 6.
+    # From here the board has no manifest: "incomplete" until the end.
     if have[MANIFEST][0] is not None:
         if have[OLD_MANIFEST][0] is None:
             dev.rename(MANIFEST, OLD_MANIFEST)
@@ -105,10 +180,20 @@ def deploy(dev: Device, bundle: Path, *, progress: Optional[Callable[[int], obje
             dev.remove([MANIFEST])
     res.removed = stale
     dev.remove(stale)
+    dev.remove_empty_dirs({p.rpartition("/")[0] for p in stale})
     dev.makedirs({p.rpartition("/")[0] for p in todo})
 
-    bar = progress(sum(want[p]["size"] for p in todo)) if progress and todo else None
+    total = sum(want[p]["size"] for p in todo) + (len(image) if image is not None and rom_todo else 0)
+    bar = progress(total) if progress and total else None
     try:
+        if rom_todo and image is not None:
+            if bar is not None:
+                dev.on_chunk = lambda n: bar.advance(n, "ROMFS image")
+            dev.write_rom(image)
+            res.image_bytes = len(image)
+        elif rom_todo:
+            dev.erase_rom()
+            res.rom_erased = True
         for i, path in enumerate(todo):
             data = (bundle / path).read_bytes()
             if sha256(data) != want[path]["sha256"]:

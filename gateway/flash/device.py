@@ -8,6 +8,8 @@ the few file operations a deploy needs, each a small snippet run on the board:
         dev.hashes(["main.py"])                 # {"main.py": ("9f86d0...", 412)} or (None, None)
         dev.write("config.json", b"{...}")     # temp name, hash check, rename
         dev.free_bytes()                        # (free bytes, block size)
+        dev.rom_partition()                     # (131072, 131072): its ROMFS partition, or None
+        dev.write_rom(image)                    # erase, write, hash check (as mpremote romfs deploy)
 
 Hashes are computed on the board (``hashlib.sha256`` over 256-byte reads, so the heap stays
 small) and compared with the host's; only a file whose hash checked out gets its real name.
@@ -26,6 +28,7 @@ import time
 from typing import Callable, Iterable, Optional
 
 from linli.flash.errors import FlashError, FlashFull, NoAnswer, NoMicroPython, PortBusy, PortDenied, PortNotFound, WriteFailed
+from linli.flash.rom import RomPartition
 
 CHUNK = 512  # bytes per write snippet: a 2 KiB literal at worst, fine for an ESP32's heap
 WDT_MS = 60000
@@ -136,8 +139,9 @@ def why_not_open(port: str) -> FlashError:
     return PortNotFound(port, "cannot open (it opened on a second try: unplug and replug the board, then run again)")
 
 
-class Device:
-    """One board on a serial port, in the raw REPL (see the module docstring)."""
+class Device(RomPartition):
+    """One board on a serial port, in the raw REPL (see the module docstring); its ROMFS
+    partition's operations come from :class:`~linli.flash.rom.RomPartition`."""
 
     def __init__(self, port: str, *, baud: int = 115200, tries: int = 3, answer_s: float = 2.0,
                  transport: Optional[Callable] = None):
@@ -289,6 +293,14 @@ class Device:
         todo = sorted({"/".join(d.split("/")[: i + 1]) for d in dirs if d for i in range(d.count("/") + 1)})
         if todo:
             self._exec("for d in %r:\n _md(d)" % (todo,), "create folders")
+
+    def remove_empty_dirs(self, dirs: Iterable[str]) -> None:
+        """Remove these folders and their parents where they are empty (a LittleFS folder holds
+        blocks of its own); folders with anything in them stay."""
+        todo = sorted({"/".join(d.split("/")[: i + 1]) for d in dirs if d for i in range(d.count("/") + 1)},
+                      key=lambda d: -d.count("/"))
+        if todo:
+            self._exec("for d in %r:\n try:\n  os.rmdir(d)\n except OSError:\n  pass" % (todo,), "remove empty folders")
 
     def remove(self, paths: Iterable[str]) -> int:
         """Delete files that exist; returns how many were there."""

@@ -64,6 +64,10 @@ class FlashFull(FlashError):
     """The board's filesystem has not enough free space for the bundle."""
 
 
+class NoRomfs(FlashError):
+    """``--deploy romfs``, but the board has no ROMFS partition big enough (or the bundle no image)."""
+
+
 class WriteFailed(FlashError):
     """A write, a rename or a hash check on the board failed, or the board went away mid-way."""
 

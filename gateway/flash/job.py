@@ -48,6 +48,7 @@ class Job:
     baud: int = 115200
     tries: int = 3
     answer_s: float = 2.0
+    deploy_mode: str = "auto"  # "auto", "romfs" or "files" (linli.flash.deploy)
 
     @property
     def ident(self) -> Identity:
@@ -129,8 +130,8 @@ def plan(job: Job, registry: Registry) -> list[str]:
                                                                            c.manifest.get("arch", arch), n, size / 1024, c.bundle))
     else:
         lines.append("  bundle     %s for %s: built into %s" % (job.role, arch, bundles.cache_path(job.role, bundles.arch_for(b.chip))))
-    lines.append("  deploy     raw REPL; files whose SHA-256 matches are skipped, each written file is checked, "
-                 "manifest.json last")
+    lines.append("  deploy     " + _plan_mode(job.deploy_mode, c.manifest))
+    lines.append("             raw REPL; what matches its SHA-256 is skipped, what is written is checked, manifest.json last")
     cfg, sec = provision.node_files(job.ident, bytes(provision.KEY_BYTES), job.net, report_s=job.report_s,
                                     health_s=job.health_s)
     lines.append("  config     " + " ".join("%s=%s" % (k, _short(v)) for k, v in cfg.items() if not k.startswith("_") and v is not None))
@@ -140,6 +141,19 @@ def plan(job: Job, registry: Registry) -> list[str]:
     lines.append("  register   %s%s" % (registry.where, " (replacing the registered key)" if job.new_key else ""))
     lines.append("  then       %s" % ("reset the board: it boots the node" if job.reset else "leave the board in its REPL (--no-reset)"))
     return lines
+
+
+def _plan_mode(mode: str, manifest: Optional[dict]) -> str:
+    rom = (manifest or {}).get("romfs")
+    image = ("the %.1f KiB ROMFS image" % (rom["size"] / 1024)) if rom else "the ROMFS image"
+    if mode == "files":
+        return ("--deploy files: every file on the filesystem (an image in a ROMFS partition is erased: it would "
+                "shadow them); the node needs more heap this way (docs/flashing.md)")
+    if mode == "romfs":
+        return ("--deploy romfs: %s into the board's ROMFS partition, boot.py and main.py on the filesystem; a board "
+                "without a partition big enough is refused" % image)
+    return ("auto: %s into the board's ROMFS partition if it has one big enough (boot.py and main.py on the "
+            "filesystem), else every file on the filesystem (the node then needs more heap: docs/flashing.md)" % image)
 
 
 def _short(v) -> str:
@@ -182,7 +196,7 @@ def run(job: Job, registry: Registry, *, out: Callable[[str], None] = print, pro
                                           "the registered one (the old board stops being accepted)" % why)
 
         bar = (lambda total: Progress(total, "deploy", progress_out)) if progress_out is not None else None
-        res.deploy = deploy(dev, c.bundle, progress=bar, on_file=on_file)
+        res.deploy = deploy(dev, c.bundle, mode=job.deploy_mode, progress=bar, on_file=on_file)
 
         cfg, sec = provision.node_files(job.ident, key, job.net, report_s=job.report_s, health_s=job.health_s)
         files = {CONFIG: provision.encode(cfg), SECRETS: provision.encode(sec)}
@@ -199,6 +213,20 @@ def run(job: Job, registry: Registry, *, out: Callable[[str], None] = print, pro
     return res
 
 
+def _summary_mode(d: DeployResult) -> list[str]:
+    if d.mode == "romfs":
+        return ["  deploy     ROMFS: the modules run in place from the board's ROMFS partition (%s)" % d.why]
+    return ["  deploy     files: every file on the filesystem (%s)" % d.why,
+            "  heap       the node needs more heap than from ROMFS (its modules are copied into the heap at import): "
+            "a board with a ROMFS partition avoids that (docs/flashing.md, ROMFS)"]
+
+
+def _summary_image(d: DeployResult) -> str:
+    if d.mode == "romfs":
+        return ("ROMFS image written (%.1f KiB), " % (d.image_bytes / 1024)) if d.image_bytes else "ROMFS image unchanged, "
+    return "old ROMFS image erased, " if d.rom_erased else ""
+
+
 def summary(res: Outcome) -> list[str]:
     """The one-screen report after a flash."""
     j, d = res.job, res.deploy
@@ -209,8 +237,9 @@ def summary(res: Outcome) -> list[str]:
         "  board      %s (%s), chip %s, port %s" % (j.board, res.board_name, res.chip, res.port),
         "  node       %s, role %s, site %s%s" % (j.node_id, j.role, j.site, (", was " + res.was) if res.was else ""),
         "  image      %s" % (res.image or "not written (no --firmware)"),
-        "  firmware   %s: %d file(s) written (%.1f KiB), %d unchanged, %d old removed"
-        % (d.version, len(d.written), d.bytes_written / 1024, len(d.skipped), len(d.removed)),
+        *_summary_mode(d),
+        "  firmware   %s: %s%d file(s) written (%.1f KiB), %d unchanged, %d old removed"
+        % (d.version, _summary_image(d), len(d.written), d.bytes_written / 1024, len(d.skipped), len(d.removed)),
         "  config     %s" % ", ".join([n + " written" for n in res.config_written] + [n + " unchanged" for n in res.config_skipped]),
         "  key        %s, fingerprint %s" % ({"kept": "kept the board's key", "new": "new key",
                                                "renewed": "new key (--new-key)"}.get(res.key_how, res.key_how), res.key_fp),

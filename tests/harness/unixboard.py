@@ -12,6 +12,16 @@ Its REPL answers Ctrl-A (raw REPL) like a board's, entered without a soft reset.
 ``shadow`` (module name -> source) puts modules ahead of the built-ins on the board's path: a
 ``statvfs`` that reports a nearly full filesystem, say. ``running`` is a program the board runs
 before its REPL, as a node runs main.py: Ctrl-C stops it, then the REPL answers.
+
+``romfs=131072`` gives the board a ROMFS partition of that many bytes: the file
+``<workdir>/sim/romfs.img``, the one :class:`FlashedBoard` (the simulated ESP32) mounts on /rom.
+The unix port has ``vfs.VfsRom`` but no ``vfs.rom_ioctl``, so a start-up program puts a ``vfs``
+of its own in ``sys.modules`` (a file cannot shadow a built-in module, ``sys.modules`` can): the
+real ``vfs`` plus a ``rom_ioctl`` over that file as the ESP32's works over flash (erase to 0xff,
+writes that only clear bits, each one written through, so a kill leaves a partial partition);
+it mounts a valid image on /rom at start-up and refuses to erase or write while it is mounted.
+``rom_block`` is what ``rom_ioctl(6)`` answers (None: -EINVAL, as on the ESP32, so the whole image
+is erased at once; a size: ranged erases, as on newer ports).
 """
 
 from __future__ import annotations
@@ -27,16 +37,79 @@ from pathlib import Path
 from linli.simboard.build import SIM
 from linli.simboard.runner import MicroPython
 
+# The board's vfs (MicroPython code; %r: the partition file, its size, the rom_ioctl(6) answer).
+ROM_VFS = """
+import sys
+from vfs import *
+
+_PATH, _SIZE, _BLOCK = %r, %d, %d
+_EINVAL = -22
+_buf = bytearray(b'\\xff' * _SIZE)
+with open(_PATH, 'rb') as f:
+    f.readinto(_buf)
+
+
+def _save(off, n):
+    with open(_PATH, 'r+b') as f:
+        f.seek(off)
+        f.write(memoryview(_buf)[off:off + n])
+
+
+def rom_ioctl(cmd, *a):
+    if cmd == 1:
+        return 1
+    if not a or a[0] != 0:
+        return _EINVAL
+    if cmd == 2:
+        return memoryview(_buf)
+    if cmd == 6:
+        return _BLOCK or _EINVAL
+    if cmd in (3, 4) and any(p == '/rom' for _, p in mount()):
+        return -16  # EBUSY: stricter than a board, so that a deploy must unmount /rom first (as mpremote)
+    if cmd == 3:  # (id, length): erase from 0; (id, offset, length): a range of whole blocks
+        sector = _BLOCK or 4096
+        off, n = (0, a[1]) if len(a) == 2 else (a[1], a[2])
+        if len(a) == 3 and (off %% sector or n %% sector):
+            return _EINVAL
+        end = (off + n + sector - 1) // sector * sector
+        if end > _SIZE:
+            return _EINVAL
+        _buf[off:end] = b'\\xff' * (end - off)
+        _save(off, end - off)
+        return 4
+    if cmd == 4:  # flash: a write only clears bits (write over an unerased byte: AND)
+        off, data = a[1], a[2]
+        if off %% 4 or len(data) %% 4 or off + len(data) > _SIZE:
+            return _EINVAL
+        for i in range(len(data)):
+            _buf[off + i] &= data[i]
+        _save(off, len(data))
+        return 0
+    if cmd == 5:
+        return 0
+    return _EINVAL
+
+
+sys.modules['vfs'] = sys.modules[__name__]
+try:
+    mount(VfsRom(memoryview(_buf)), '/rom')  # as MicroPython does at start-up, when it holds an image
+except OSError:
+    pass
+"""
+
 
 class UnixBoard:
     def __init__(self, workdir: Path, micropython: str, *, shadow: dict[str, str] | None = None,
-                 running: str | None = None):
+                 running: str | None = None, romfs: int | None = None, rom_block: int | None = None):
         self.workdir = Path(workdir)
         self.flash = self.workdir / "flash"
         self.flash.mkdir(parents=True, exist_ok=True)
         self.micropython = micropython
         self.shadow = shadow or {}
         self.running_code = running  # a program that runs first, as main.py does (Ctrl-C stops it)
+        self.rom = self.workdir / "sim" / "romfs.img"  # the ROMFS partition (with romfs=SIZE)
+        self.romfs = romfs
+        self.rom_block = rom_block
         self.proc: subprocess.Popen | None = None
         self._fds: list[int] = []
         self._thread: threading.Thread | None = None
@@ -47,10 +120,17 @@ class UnixBoard:
         self.kill()
         env = dict(os.environ)
         path = [".frozen"]
-        if self.shadow:
+        modules, startup = dict(self.shadow), self.running_code or ""
+        if self.romfs:
+            if not self.rom.exists() or self.rom.stat().st_size != self.romfs:  # a new partition: erased
+                self.rom.parent.mkdir(parents=True, exist_ok=True)
+                self.rom.write_bytes(b"\xff" * self.romfs)
+            modules["_romvfs"] = ROM_VFS % (str(self.rom), self.romfs, self.rom_block or 0)
+            startup = "import _romvfs\n" + startup
+        if modules:
             sd = self.workdir / "shadow"
             sd.mkdir(exist_ok=True)
-            for name, src in self.shadow.items():
+            for name, src in modules.items():
                 (sd / (name + ".py")).write_text(src)
             path.insert(0, str(sd))
         env["MICROPYPATH"] = ":".join(path)
@@ -58,7 +138,7 @@ class UnixBoard:
         host_m, host_s = os.openpty()
         for fd in (board_m, board_s, host_m, host_s):
             tty.setraw(fd)
-        cmd = [self.micropython] + (["-i", "-c", self.running_code] if self.running_code else [])
+        cmd = [self.micropython] + (["-i", "-c", startup] if startup else [])
         self.proc = subprocess.Popen(cmd, stdin=board_s, stdout=board_s, stderr=board_s,
                                      cwd=self.flash, env=env, start_new_session=True)
         os.close(board_s)
