@@ -20,6 +20,7 @@ from linli.config import Config
 from linli.demo import bin_world
 
 from gateway_peer import GatewayThread, gateway_toml
+from node_peer import NODE_HEAP
 from harness.unixboard import FlashedBoard, UnixBoard
 
 pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
@@ -63,7 +64,8 @@ def test_flashed_node_boots_and_its_first_frame_is_accepted(tmp_path, mosquitto_
     cfg = Config.from_text(gateway_toml(data, local), "gateway.toml")
     gw = GatewayThread(cfg).start()
     node = FlashedBoard(tmp_path / "board", micropython_tools, None)
-    run = node.start(world=dict(bin_world(60), wifi={"ssid": "linli", "password": "pw"}), heap="96wK")
+    # In the heap the whole-node tests give it (node_peer.NODE_HEAP: from ROMFS, the 48wK goal).
+    run = node.start(world=dict(bin_world(60), wifi={"ssid": "linli", "password": "pw"}), heap=NODE_HEAP[deploy])
     try:
         first = None
         deadline = time.monotonic() + 20
@@ -83,3 +85,4 @@ def test_flashed_node_boots_and_its_first_frame_is_accepted(tmp_path, mosquitto_
     # Nothing the node sent was refused: the key it booted with is the one the gateway has.
     assert not {k: v for k, v in counts.items() if k != "accepted"}, counts
     assert first.type.startswith("node."), first
+    assert "MemoryError" not in result.stdout + result.stderr, result.describe()
