@@ -110,6 +110,7 @@ def test_time_sync_commands_and_replayed_commands(mpy, mosquitto_broker):
     assert results[2] == {"id": 2, "ok": False, "err": "range"}
     assert results[3] == {"id": 3, "ok": False, "err": "unknown_op"}
     assert results[4]["ok"] and results[4]["fw"] == "0.1.0" and {"up", "heap", "q"} <= set(results[4])
+    assert results[4]["rom"] == 0  # the modules came from files (the compiled tree)
     assert results[5] == {"id": 5, "ok": True, "y": 1}
     assert len(peer.new("command_result")) == 5
     assert peer.new("hello")[0].ts == 0  # sent before the clock was set

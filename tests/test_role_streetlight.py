@@ -214,7 +214,8 @@ def test_streetlight_node_lights_reports_a_fault_and_takes_commands(mpy, mosquit
     peer.wait(lambda p: [s for s in p.new("event") if s.body.get("ev") == "lamp_fault"], timeout=15, what="lamp_fault")
     peer.command(3, "lamp.mode", {"mode": "off"})
     peer.command(4, "lamp.level", {"level": 300})
-    peer.wait(lambda p: len(p.new("command_result")) >= 2 and [s for s in p.new("telemetry") if s.body.get("mode") == "off"],
+    peer.command(5, "node.info")
+    peer.wait(lambda p: len(p.new("command_result")) >= 3 and [s for s in p.new("telemetry") if s.body.get("mode") == "off"],
               timeout=10, what="results and the lamp off")
     r = run_with(peer, run, stop_after=0.3)
     assert r.exception is None, r.describe()
@@ -224,6 +225,8 @@ def test_streetlight_node_lights_reports_a_fault_and_takes_commands(mpy, mosquit
     fault = [s for s in peer.new("event") if s.body.get("ev") == "lamp_fault"]
     assert [f.body["fault"] for f in fault] == ["open"] and fault[0].flags & Flag.ALARM
     res = sorted((s.body["id"], s.body["ok"], s.body.get("err")) for s in peer.new("command_result"))
-    assert res == [(3, True, None), (4, False, "range")]
+    assert res == [(3, True, None), (4, False, "range"), (5, True, None)]
+    info = [s.body for s in peer.new("command_result") if s.body["id"] == 5][0]
+    assert info["rom"] == (1 if deploy == "romfs" else 0), info  # what a technician sees
     assert tele[-1]["lamp"] == 0 and tele[-1]["mode"] == "off"
     assert r.pwm(25)[-1][2] == 0

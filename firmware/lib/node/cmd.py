@@ -66,7 +66,8 @@ def info(node):
     """Diagnostics for ``node.info`` / ``diag.info``: ``fw``, ``up``, ``heap``, ``q`` (as in
     docs/protocol.md section 8), and ``rc``, ``bc``, ``sm``, ``fails`` (crash boots),
     ``drop`` (not yet reported), ``rx_bad`` (downlink frames refused), ``ctr`` (next
-    counter), ``err`` (why it last crashed). Sized to fit one frame."""
+    counter), ``rom`` (1: running from ROMFS), ``err`` (why it last crashed). Sized to fit
+    one frame."""
     gc.collect()
     b = node.boot
     d = {
@@ -74,6 +75,8 @@ def info(node):
         "rc": node.reset_cause, "bc": b.boots, "sm": 1 if node.safe else 0,
         "fails": b.fails, "drop": node.queue.dropped, "rx_bad": node.rejected,
         "ctr": node.ctr.peek(),
+        # 1: the modules run in place from the ROMFS partition; 0: from files, in the heap.
+        "rom": 1 if __file__.startswith("/rom/") else 0,
     }
     if b.err:
         d["err"] = b.err[:32]
