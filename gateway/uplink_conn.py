@@ -100,6 +100,19 @@ _NO_PROPS = b"\x00"
 _topics: dict = {}  # topic -> its UTF-8 bytes (a handful of event types and nodes)
 
 
+def connect_error(s, exc: Exception) -> UplinkConnectError:
+    """The error for a TCP connect or TLS handshake that failed with ``exc`` (an OSError or
+    ValueError; ``s``: the uplink's settings), naming the config keys to check."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UplinkTLSError(
+            "TLS handshake with %s:%d failed: certificate verify failed (%s): the broker's certificate is not signed by a CA in %s.ca_file (%s), or its name does not match %r"
+            % (s.host, s.port, exc.verify_message or exc.reason, s.key, s.ca_file or "the system CAs", s.host)
+        )
+    if isinstance(exc, ssl.SSLError):
+        return UplinkTLSError("TLS handshake with %s:%d failed: %s (check %s.tls, ca_file, cert_file, key_file)" % (s.host, s.port, exc.reason or exc, s.key))
+    return UplinkConnectError("cannot connect to %s:%d: %s" % (s.host, s.port, exc))
+
+
 def early_close_error(s, detail: str) -> UplinkConnectError:
     """The error for a connection the broker closed before its CONNACK (``s``: the uplink's
     settings; ``detail``: what the connection last logged or why it closed)."""
@@ -184,17 +197,10 @@ class Connection:
         try:
             async with asyncio.timeout(s.connect_timeout_s):
                 transport, _ = await self.loop.create_connection(lambda: _Protocol(self), s.host, s.port, ssl=self.up._ssl if s.tls else None)
-        except ssl.SSLCertVerificationError as exc:
-            raise UplinkTLSError(
-                "TLS handshake with %s:%d failed: certificate verify failed (%s): the broker's certificate is not signed by a CA in %s.ca_file (%s), or its name does not match %r"
-                % (s.host, s.port, exc.verify_message or exc.reason, s.key, s.ca_file or "the system CAs", s.host)
-            ) from None
-        except ssl.SSLError as exc:
-            raise UplinkTLSError("TLS handshake with %s:%d failed: %s (check %s.tls, ca_file, cert_file, key_file)" % (s.host, s.port, exc.reason or exc, s.key)) from None
         except TimeoutError:
             raise UplinkConnectError("cannot connect to %s:%d: timed out after %.0fs" % (s.host, s.port, s.connect_timeout_s)) from None
-        except (OSError, ValueError) as exc:
-            raise UplinkConnectError("cannot connect to %s:%d: %s" % (s.host, s.port, exc)) from None
+        except (OSError, ValueError) as exc:  # TLS failures too (ssl.SSLError is an OSError)
+            raise connect_error(s, exc) from None
         if self.abandoned:  # closed while connecting: do not leave a half-open session behind
             transport.close()
             return

@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from linli import uplink_conn
-from linli.uplink_conn import UplinkConnectError, UplinkTLSError, early_close_error  # the same error types as the default client
+from linli.uplink_conn import UplinkConnectError, connect_error, early_close_error  # the same error types as the default client
 
 if TYPE_CHECKING:  # pragma: no cover
     from linli.outbox import Pending
@@ -275,15 +275,8 @@ class Connection:
                 c.connect(s.host, s.port, s.keepalive, clean_start=True)
             else:
                 c.connect(s.host, s.port, s.keepalive)
-        except ssl.SSLCertVerificationError as exc:
-            raise UplinkTLSError(
-                "TLS handshake with %s:%d failed: certificate verify failed (%s): the broker's certificate is not signed by a CA in %s.ca_file (%s), or its name does not match %r"
-                % (s.host, s.port, exc.verify_message or exc.reason, s.key, s.ca_file or "the system CAs", s.host)
-            ) from None
-        except ssl.SSLError as exc:
-            raise UplinkTLSError("TLS handshake with %s:%d failed: %s (check %s.tls, ca_file, cert_file, key_file)" % (s.host, s.port, exc.reason or exc, s.key)) from None
-        except (OSError, ValueError) as exc:
-            raise UplinkConnectError("cannot connect to %s:%d: %s" % (s.host, s.port, exc)) from None
+        except (OSError, ValueError) as exc:  # TLS failures too (ssl.SSLError is an OSError)
+            raise connect_error(s, exc) from None
         if self.abandoned:  # closed while connecting: do not leave a half-open session behind
             sock = c.socket()
             if sock is not None:
