@@ -68,7 +68,8 @@ def _imports(path: Path, package: str = "") -> Iterable[str]:
                 yield a.name
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                parts = package.split(".") if package else []
+                base = parts[: len(parts) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
