@@ -77,12 +77,12 @@ def plan_bytes(bundle: Path) -> tuple[int, int]:
     return len(files), sum(f["size"] for f in files)
 
 
-def choose_mode(mode: str, manifest: dict, partition: Optional[tuple[int, int]],
+def choose_mode(mode: str, manifest: dict, partition: Optional[tuple[int, int, bool]],
                 port: Optional[str] = None) -> tuple[str, str]:
     """("romfs" or "files", why) for ``--deploy mode``; NoRomfs when ``romfs`` cannot be.
 
     >>> m = {"romfs": {"size": 57592}}
-    >>> choose_mode("auto", m, (131072, 131072))
+    >>> choose_mode("auto", m, (131072, 131072, False))
     ('romfs', 'the board has a 128 KiB ROMFS partition')
     >>> choose_mode("auto", m, None)
     ('files', 'the board has no ROMFS partition')
@@ -155,7 +155,7 @@ def deploy(dev: Device, bundle: Path, *, mode: str = "auto", progress: Optional[
         rom_todo = dev.rom_hash(len(image)) != rom["sha256"]
     else:
         # MicroPython puts /rom/lib before /lib on sys.path: an old image would shadow the files.
-        image, rom_todo = None, partition is not None and dev.rom_has_image()
+        image, rom_todo = None, partition is not None and partition[2]
     complete = have[MANIFEST][0] == sha256(manifest_bytes) and have[OLD_MANIFEST][0] is None
     if not todo and not stale and not rom_todo and complete:
         return res

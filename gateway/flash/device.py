@@ -8,7 +8,7 @@ the few file operations a deploy needs, each a small snippet run on the board:
         dev.hashes(["main.py"])                 # {"main.py": ("9f86d0...", 412)} or (None, None)
         dev.write("config.json", b"{...}")     # temp name, hash check, rename
         dev.free_bytes()                        # (free bytes, block size)
-        dev.rom_partition()                     # (131072, 131072): its ROMFS partition, or None
+        dev.rom_partition()                     # (131072, 131072, True): its ROMFS partition, or None
         dev.write_rom(image)                    # erase, write, hash check (as mpremote romfs deploy)
 
 Hashes are computed on the board (``hashlib.sha256`` over 256-byte reads, so the heap stays

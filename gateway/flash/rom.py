@@ -5,7 +5,7 @@ MicroPython 1.25+ mounts a ROMFS partition on ``/rom`` at boot (``/rom`` and ``/
 ``romfs`` data partition in the partition table (``ports/esp32/partitions-4MiB-romfs.csv``).
 :class:`~linli.flash.device.Device` has these methods, each a snippet in the raw REPL:
 
-    dev.rom_partition()          # (131072, 131072): size and erase block, or None: it has none
+    dev.rom_partition()          # (131072, 131072, True): size, erase block, holds an image; or None
     dev.rom_hash(57592)          # SHA-256 (hex) of the partition's first 57592 bytes
     dev.write_rom(image)         # unmount /rom, erase, write, check the hash
     dev.erase_rom()              # its first sector: no image mounted at the next boot
@@ -87,15 +87,12 @@ class RomPartition:
         size, block = int(out[0]), int(out[1])
         return size, (block if 0 < block < size else size), out[2] == "1"
 
-    def rom_partition(self) -> Optional[tuple[int, int]]:
-        """(size, erase block) of the board's ROMFS partition; None when it has none (a MicroPython
-        before 1.25 or built without ROMFS, or a partition table without a romfs partition)."""
-        size, block, _ = self._rom_query()
-        return (size, block) if size > 0 else None
-
-    def rom_has_image(self) -> bool:
-        """Whether the ROMFS partition starts with a ROMFS image (MicroPython mounts it at boot)."""
-        return self._rom_query()[2]
+    def rom_partition(self) -> Optional[tuple[int, int, bool]]:
+        """(size, erase block, whether it starts with a ROMFS image, which MicroPython mounts at
+        boot) of the board's ROMFS partition; None when it has none (a MicroPython before 1.25 or
+        built without ROMFS, or a partition table without a romfs partition)."""
+        size, block, image = self._rom_query()
+        return (size, block, image) if size > 0 else None
 
     def rom_hash(self, n: int) -> str:
         """SHA-256 (hex) of the partition's first ``n`` bytes, computed on the board 4 KiB at a time."""
